@@ -1,0 +1,35 @@
+# Two commands do all set-up on a fresh machine (Python 3.10+; 3.11 tested):
+#   make run    installs into .venv (reusing it if present) and runs the main job on the built-in images
+#   make test   installs into .venv (reusing it if present) and runs the test suite
+# Override VENV to reuse another virtualenv, TORCH_SPEC to pick a torch build, STUDY to run another study.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+STUDY ?= studies/repsr_ablation.yaml
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.sr-search-installed
+
+.PHONY: install run test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# torch first and only if missing: an existing (e.g. CUDA) torch in the venv is kept as is
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+run: install
+	$(VENV)/bin/sr-search launch $(STUDY)
+	$(VENV)/bin/sr-search report runs/$$($(PY) -c "import sys; from sr_search.config import load_study; print(load_study(sys.argv[1]).name)" $(STUDY))
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf runs .pytest_cache build *.egg-info

@@ -1,0 +1,86 @@
+"""The algebra of structural reparameterization (RepVGG / DBB transforms), shared by the rep families.
+
+Kernels are (Cout, Cin, k, k), biases (Cout,). Every function returns new tensors and never touches its
+inputs, so merging cannot mutate the trained model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Kernel = tuple[torch.Tensor, torch.Tensor]
+
+
+def conv_kernel(conv: nn.Conv2d) -> Kernel:
+    """(weight, bias) of a conv, with a zero bias when it has none."""
+    w = conv.weight.detach().clone()
+    b = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
+    return w, b
+
+
+def bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """BN in eval mode as y = scale * x + shift (running statistics; valid only against those)."""
+    std = torch.sqrt(bn.running_var.detach() + bn.eps)
+    gamma = bn.weight.detach() if bn.affine else torch.ones_like(std)
+    beta = bn.bias.detach() if bn.affine else torch.zeros_like(std)
+    scale = gamma / std
+    return scale, beta - bn.running_mean.detach() * scale
+
+
+def fold_bn(kernel: Kernel, bn: nn.BatchNorm2d) -> Kernel:
+    """Transform I: conv followed by BN -> one conv. W' = W*g/s, b' = beta + g*(b - mu)/s."""
+    w, b = kernel
+    scale, shift = bn_affine(bn)
+    return w * scale.reshape(-1, 1, 1, 1), b * scale + shift
+
+
+def pad_to(kernel: Kernel, k: int) -> Kernel:
+    """Transform VI: centre a smaller odd kernel in a k x k one."""
+    w, b = kernel
+    p = (k - w.shape[-1]) // 2
+    return F.pad(w, [p, p, p, p]), b
+
+
+def identity_kernel(channels: int, k: int = 3, dtype: torch.dtype = torch.float32) -> Kernel:
+    """x as a k x k conv: 1 at the centre tap of the diagonal."""
+    w = torch.zeros(channels, channels, k, k, dtype=dtype)
+    idx = torch.arange(channels)
+    w[idx, idx, k // 2, k // 2] = 1.0
+    return w, torch.zeros(channels, dtype=dtype)
+
+
+def then_1x1(first: Kernel, second: Kernel) -> Kernel:
+    """k x k conv followed by a 1x1 conv: exact with zero padding, no border trick needed (RepSR)."""
+    w1, b1 = first
+    w2, b2 = second
+    m = w2[:, :, 0, 0]  # (Cout, Mid)
+    return torch.einsum("om,mihw->oihw", m, w1), m @ b1 + b2
+
+
+def after_1x1(first: Kernel, second: Kernel) -> Kernel:
+    """Transform III: 1x1 conv followed by a k x k conv -> one k x k conv.
+
+    Exact at borders only if the k x k conv sees the 1x1 output padded with the 1x1's bias, i.e. if the
+    training forward zero-pads the *input* and runs the k x k conv unpadded (what ECB and `c1_bn_c3` do).
+    """
+    w1, b1 = first
+    w2, b2 = second
+    m = w1[:, :, 0, 0]  # (Mid, Cin)
+    return torch.einsum("omhw,mi->oihw", w2, m), torch.einsum("omhw,m->o", w2, b1) + b2
+
+
+def add(*kernels: Kernel) -> Kernel:
+    """Transform II: parallel branches that are summed -> one conv."""
+    return sum(k[0] for k in kernels), sum(k[1] for k in kernels)
+
+
+def to_conv(kernel: Kernel) -> nn.Conv2d:
+    """A fresh same-padded conv holding `kernel`."""
+    w, b = kernel
+    conv = nn.Conv2d(w.shape[1], w.shape[0], w.shape[-1], padding=w.shape[-1] // 2)
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        conv.bias.copy_(b)
+    return conv

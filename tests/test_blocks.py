@@ -1,0 +1,178 @@
+"""Contract tests over the block registry: every registered family deploys exactly, without side effects.
+
+A new family is covered the moment it is registered; `FIELD_CHOICES` must list every block-specific field.
+"""
+
+import random
+import typing
+
+import pytest
+import torch
+from torch import nn
+
+from sr_search import ArchSpec, SrSearchError, build, check_equivalence, reparameterize
+from sr_search.arch import BLOCK_FIELDS
+from sr_search.blocks import REGISTRY, family_of
+from sr_search.blocks._layers import FreezableBN, freeze_bn
+
+FIELD_CHOICES = {
+    "width_mult": [0.5, 1.0, 2.0, 3.0],
+    "branches": [1, 2, 3, 4],
+    "residual": ["clean", "bn", "none"],
+    "branch_form": list(typing.get_args(typing.get_args(ArchSpec.model_fields["branch_form"].annotation)[0])),
+    "bn": [True, False],
+    "frozen_bn": [None, 0.5],
+    "with_idt": [True, False],
+    "esa_channels": [4, 8, 16],
+    "cca": [True, False],
+    "groups": [1, 2, 4],
+    "shared": [True, False],
+}
+COMMON_CHOICES = {
+    "scale": [2, 3, 4],
+    "colors": [1, 3],
+    "unshuffle": [1, 2],
+    "activation": ["relu", "prelu", "gelu", "silu", "lrelu", "identity"],
+    "global_skip": ["nearest", "bilinear", "bicubic", "none"],
+    "long_skip": [True, False],
+    "fusion": ["none", "concat", "cascade"],
+    "input_repeat": [1, 2],
+    "smooth_conv": [True, False],
+    "upsampler": ["pixelshuffle", "progressive"],
+    "mean_shift": [True, False],
+}
+
+
+def random_spec(block: str, rng: random.Random) -> ArchSpec:
+    family = family_of(block)
+    for _ in range(100):
+        data = {name: rng.choice(values) for name, values in COMMON_CHOICES.items()}
+        data.update({name: rng.choice(FIELD_CHOICES[name]) for name in family.fields})
+        data.update(block=block, channels=rng.choice([8, 12, 16]), depth=rng.choice([1, 2]))
+        try:
+            return ArchSpec(**data)
+        except SrSearchError:
+            continue  # an invalid combination (e.g. residual=bn without BN); draw again
+    raise AssertionError(f"no valid random spec for {block}")
+
+
+def randomize_statistics(model: nn.Module, rng: torch.Generator) -> None:
+    """Non-trivial BN statistics and affine values, so folding is really exercised."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1, generator=rng)
+                m.running_var.uniform_(0.3, 3, generator=rng)
+                m.weight.uniform_(0.5, 1.5, generator=rng)
+                m.bias.uniform_(-0.5, 0.5, generator=rng)
+            if isinstance(m, nn.PReLU):
+                m.weight.uniform_(-0.5, 0.5, generator=rng)
+
+
+def test_field_choices_cover_every_block_field():
+    assert set(FIELD_CHOICES) == set(BLOCK_FIELDS)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("block", sorted(REGISTRY))
+def test_deployed_equals_trained_in_eval(block, seed):
+    spec = random_spec(block, random.Random(f"{block}-{seed}"))
+    model = build(spec)
+    randomize_statistics(model, torch.Generator().manual_seed(seed))
+    model.train()  # reparameterize must not depend on the mode
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    deployed = reparameterize(model)
+
+    assert model.training, "reparameterize changed the source model's mode"
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for key in before:
+        assert torch.equal(before[key], after[key]), f"source tensor {key} changed"
+    err = check_equivalence(model, deployed, seed=seed)
+    assert err <= 1e-4, f"{spec.to_json()}: max abs error {err}"
+
+
+@pytest.mark.parametrize("block", sorted(REGISTRY))
+def test_deployed_form_has_no_training_structure(block):
+    spec = random_spec(block, random.Random(block))
+    deployed = reparameterize(build(spec))
+    kinds = {type(m).__name__ for m in deployed.modules()}
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
+    assert not {"RepBlock", "ECB", "RepBranch", "EdgeBranch"} & kinds
+    assert not any(p.requires_grad for p in deployed.parameters())
+
+
+@pytest.mark.parametrize("block", ["rep", "ecb", "plain"])
+def test_rep_families_deploy_to_one_conv_per_block(block):
+    spec = ArchSpec(block=block, channels=8, depth=3)
+    deployed = reparameterize(build(spec))
+    convs = [m for m in deployed.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == spec.depth + 2  # head, one per block, tail
+    assert all(c.kernel_size == (3, 3) for c in convs)
+
+
+def test_rep_and_ecb_twins_share_deploy_key_not_arch_key():
+    rep = ArchSpec(block="rep", channels=16, depth=4, colors=1)
+    ecb = ArchSpec(block="ecb", channels=16, depth=4, colors=1)
+    assert rep.deploy_key() == ecb.deploy_key()
+    assert rep.arch_key() != ecb.arch_key()
+    # training-time knobs do not change the deployed network
+    assert rep.replace(branches=4, width_mult=1.0, frozen_bn=0.5).deploy_key() == rep.deploy_key()
+    assert rep.replace(channels=32).deploy_key() != rep.deploy_key()
+
+
+def test_frozen_bn_makes_the_training_forward_the_deployed_function():
+    spec = ArchSpec(block="rep", channels=8, depth=2, colors=3, frozen_bn=0.5)
+    model = build(spec)
+    randomize_statistics(model, torch.Generator().manual_seed(1))
+    assert freeze_bn(model) == sum(isinstance(m, FreezableBN) for m in model.modules()) > 0
+    model.train()
+    deployed = reparameterize(model)
+    x = torch.rand(2, 3, 17, 19)
+    running = [m.running_mean.clone() for m in model.modules() if isinstance(m, FreezableBN)]
+    train_out = model(x)
+    assert (train_out - deployed(x)).abs().max() <= 1e-4
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(running, (m for m in model.modules() if isinstance(m, FreezableBN))))
+
+
+def test_unfrozen_bn_in_training_mode_uses_batch_statistics():
+    model = build(ArchSpec(block="rep", channels=8, depth=1))
+    randomize_statistics(model, torch.Generator().manual_seed(2))
+    deployed = reparameterize(model)
+    x = torch.rand(2, 3, 17, 19)
+    assert (model.train()(x) - deployed(x)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(block="resnet"), ["block", "resnet", "rep", "ecb", "rlfb", "esdb", "eresidual", "plain"]),
+        (dict(block="eresidual", channels=30, groups=4), ["groups", "30", "allowed"]),
+        (dict(block="ecb", branches=2), ["branches", "ecb", "rep"]),
+        (dict(scale=5), ["scale", "2", "3", "4"]),
+        (dict(activation="tanh"), ["activation", "tanh", "prelu"]),
+        (dict(block="rep", bn=False, frozen_bn=0.9), ["frozen_bn", "bn"]),
+        (dict(colors=1, mean_shift=True), ["mean_shift", "colors"]),
+        (dict(block="esdb", channels=15), ["channels", "even"]),
+        (dict(chanels=16), ["chanels", "unknown", "channels"]),
+    ],
+)
+def test_bad_specs_name_field_and_allowed_values(kwargs, words):
+    with pytest.raises(SrSearchError) as info:
+        ArchSpec(**kwargs)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_unshuffle_that_does_not_divide_the_input_is_reported():
+    model = build(ArchSpec(unshuffle=2, channels=8, depth=1))
+    with pytest.raises(SrSearchError, match="unshuffle=2"):
+        model(torch.rand(1, 3, 17, 18))
+
+
+def test_specs_are_canonical_and_round_trip():
+    spec = ArchSpec(block="rep", channels=16)
+    assert spec == ArchSpec(block="rep", channels=16, branches=2, width_mult=2.0, bn=True)
+    assert hash(spec) == hash(ArchSpec.from_json(spec.to_json()))
+    assert spec.replace(block="ecb").block_fields() == {"width_mult": 2.0, "with_idt": False}
