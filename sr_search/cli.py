@@ -71,6 +71,108 @@ def presets() -> None:
         typer.echo(f"{name:20s} {spec.block:10s} C={spec.channels:<3d} depth={spec.depth:<3d}{note}")
 
 
+@app.command()
+@_guarded
+def launch(
+    study_file: Path = typer.Argument(..., help="study YAML (see studies/)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="study directory (default: runs/<study name>)"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted study in its directory"),
+    address: Optional[str] = typer.Option(None, "--address", help="join an existing Ray cluster (else RAY_ADDRESS, else a local instance)"),
+    trials: Optional[int] = typer.Option(None, "--trials", help="override the study's n_trials (search mode)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate and print the plan; start nothing"),
+    dashboard_host: str = typer.Option("127.0.0.1", "--dashboard-host", help="where the local Ray dashboard listens; loopback unless you ask otherwise"),
+) -> None:
+    """Run a study: Optuna samples, Ray Tune trains, every candidate is reparameterized, timed and recorded."""
+    from .config import load_study
+    from .runner import launch as run
+
+    study = load_study(study_file)
+    run(study, out_dir=out, resume=resume, address=address, n_trials=trials, dry_run=dry_run,
+        dashboard_host=dashboard_host, study_file=study_file, echo=typer.echo)
+
+
+@app.command()
+@_guarded
+def validate(
+    files: list[Path] = typer.Argument(..., help="search-space or study YAML files"),
+    show: bool = typer.Option(False, "--show", help="also print each space's size and a few sampled specs"),
+) -> None:
+    """Check spaces and studies; every problem is listed (file, key, line, value, allowed values); exit 1 if any."""
+    from .config import describe, validate_files
+
+    problems = validate_files(files)
+    if problems:
+        for problem in problems:
+            typer.echo(str(problem), err=True)
+        typer.echo(f"{len(problems)} problem(s) in {len(files)} file(s)", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    for path in files:
+        typer.echo(f"{path}: ok")
+        if show:
+            typer.echo(describe(path))
+
+
+@app.command("time")
+@_guarded
+def time_models(
+    models: list[str] = typer.Argument(..., help="preset names or ArchSpec JSON objects"),
+    protocol: Optional[str] = typer.Option(None, help="timing protocol: repsr, ntire23-x2, ntire23-x3, cpu (default: repsr with a GPU, else cpu)"),
+    device: Optional[str] = typer.Option(None, help="torch device, e.g. cuda:0 or cpu (default: the protocol's)"),
+    scale: Optional[int] = typer.Option(None, help="override the scale of every model"),
+) -> None:
+    """Time deployed models on this machine with a named protocol; one table for all of them."""
+    from .timing import default_protocol, format_table, timing_table
+
+    specs = {name: _resolve(name, scale) for name in models}
+    typer.echo(format_table(timing_table(specs, protocol or default_protocol(), device)))
+
+
+@app.command()
+@_guarded
+def report(study_dir: Path = typer.Argument(..., help="a study directory (runs/<study>)")) -> None:
+    """Plots, the Pareto front table and a self-contained report.html."""
+    from .report import write_report
+
+    path = write_report(study_dir)
+    typer.echo(f"report: {path}")
+
+
+@app.command()
+@_guarded
+def pareto(study_dir: Path = typer.Argument(..., help="a study directory")) -> None:
+    """Print the Pareto front of a study as a table."""
+    from .report import front_table
+    from .results import load_results
+    from .runner import _objectives
+
+    table = front_table(load_results(study_dir), _objectives(study_dir))
+    typer.echo(table.to_string(index=False) if len(table) else "no complete trials yet")
+
+
+@app.command()
+@_guarded
+def export(
+    study_dir: Path = typer.Argument(..., help="a study directory"),
+    trial: str = typer.Option(..., "--trial", help="trial id, e.g. 0007"),
+    format: str = typer.Option("pt", "--format", help="pt (TorchScript) or onnx"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output file"),
+) -> None:
+    """Write the deployed network of one trial (needs keep_checkpoints: true) and check the export."""
+    from .export import export as run_export
+
+    path, err = run_export(study_dir, trial, format, out)
+    typer.echo(f"exported {path} (max abs error vs trained model {err:.2e})")
+
+
+@app.command()
+@_guarded
+def status(study_dir: Path = typer.Argument(..., help="a study directory, possibly still running")) -> None:
+    """Progress of a study running here or elsewhere (reads its directory)."""
+    from .runner import status as study_status
+
+    typer.echo(study_status(study_dir))
+
+
 def _resolve(name: str, scale: Optional[int]):
     from .presets import resolve
 
