@@ -4,7 +4,6 @@ any other failure -> exit 2 (DESIGN 4.1)."""
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -132,8 +131,9 @@ def time_models(
 def report(study_dir: Path = typer.Argument(..., help="a study directory (runs/<study>)")) -> None:
     """Plots, the Pareto front table and a self-contained report.html."""
     from .report import write_report
+    from .results import load_results, study_objectives
 
-    path = write_report(study_dir)
+    path = write_report(study_dir, load_results(study_dir), study_meta={"objectives": study_objectives(study_dir)})
     typer.echo(f"report: {path}")
 
 
@@ -141,12 +141,10 @@ def report(study_dir: Path = typer.Argument(..., help="a study directory (runs/<
 @_guarded
 def pareto(study_dir: Path = typer.Argument(..., help="a study directory")) -> None:
     """Print the Pareto front of a study as a table."""
-    from .report import front_table
-    from .results import load_results
-    from .runner import _objectives
+    from .report import front_text
+    from .results import load_results, study_objectives
 
-    table = front_table(load_results(study_dir), _objectives(study_dir))
-    typer.echo(table.to_string(index=False) if len(table) else "no complete trials yet")
+    typer.echo(front_text(load_results(study_dir), study_objectives(study_dir)))
 
 
 @app.command()
@@ -179,5 +177,5 @@ def _resolve(name: str, scale: Optional[int]):
     return resolve(name, scale)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app(sys.argv[1:])
+if __name__ == "__main__":  # `python -m sr_search.cli`, same as the `sr-search` console script
+    app()

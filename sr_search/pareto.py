@@ -96,7 +96,8 @@ def hypervolume_2d(
 
 def default_reference(df: pd.DataFrame, objectives: Mapping[str, str]) -> dict[str, float]:
     """A reference point just worse than every eligible row: the worst value, pushed 10% of the range
-    (or 10% of its magnitude, or 1, when all values are equal) further in the worse direction.
+    (or 10% of its magnitude, or 1, when all values are equal) further in the worse direction, but
+    never past zero for a 'max' objective whose values are all positive (throughput, PSNR).
 
     Stated in the report, so hypervolumes of different studies are only compared with the same one.
     """
@@ -110,7 +111,11 @@ def default_reference(df: pd.DataFrame, objectives: Mapping[str, str]) -> dict[s
     for column, (name, direction) in zip(values.T, objectives.items(), strict=True):
         span = float(column.max() - column.min())
         margin = 0.1 * span if span > 0 else (0.1 * abs(float(column[0])) or 1.0)
-        reference[name] = float(column.min() - margin) if direction == "max" else float(column.max() + margin)
+        if direction == "max":
+            worst = float(column.min())
+            reference[name] = max(worst - margin, 0.0) if worst > 0 else worst - margin
+        else:
+            reference[name] = float(column.max()) + margin
     return reference
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from .arch import ArchSpec
 from .errors import SrSearchError
@@ -131,3 +132,13 @@ def consolidate(study_dir: str | Path) -> Path:
     path = study_dir / "results.parquet"
     _atomic_write(pa.Table.from_pandas(df, preserve_index=False), path)
     return path
+
+
+def study_objectives(study_dir: str | Path) -> dict[str, str]:
+    """The objectives of the study frozen in `study_dir` (psnr_y/throughput if it has none)."""
+    frozen = Path(study_dir) / "study.yaml"
+    if frozen.exists():
+        data = yaml.safe_load(frozen.read_text()) or {}
+        if isinstance(data.get("objectives"), dict):
+            return data["objectives"]
+    return {"psnr_y": "max", "throughput": "max"}

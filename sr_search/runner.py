@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -424,24 +423,10 @@ def status(study_dir: str | Path) -> str:
         raise SrSearchError(f"{study_dir} is not a study directory (no progress.json); was it launched?")
     state = json.loads(progress_file.read_text())
     total = state.get("total", 0)
-    state.update({k: v for k, v in summarize(study_dir, _objectives(study_dir), total).items()})
+    state.update({k: v for k, v in summarize(study_dir, results_mod.study_objectives(study_dir), total).items()})
     age = time.time() - state.get("updated_at", time.time())
     lines = [progress_line(state), f"last update {age:.0f} s ago"]
     if state.get("dashboard"):
         lines.append(f"Ray dashboard: {state['dashboard']}")
     return "\n".join(lines)
 
-
-def _objectives(study_dir: Path) -> dict[str, str]:
-    import yaml
-
-    frozen = study_dir / "study.yaml"
-    if frozen.exists():
-        data = yaml.safe_load(frozen.read_text()) or {}
-        if isinstance(data.get("objectives"), dict):
-            return data["objectives"]
-    return {"psnr_y": "max", "throughput": "max"}
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use the sr-search command")

@@ -68,9 +68,9 @@ def _train_data(spec: data_mod.DataSpec, scale: int, colors: int, device: str) -
 
 
 @lru_cache(maxsize=4)
-def _val_data(spec: data_mod.DataSpec, scale: int, colors: int):
+def _val_data(spec: data_mod.DataSpec, scale: int, colors: int, multiple: int):
     sets = data_mod.load_val(spec, scale, colors)
-    return sets, metrics.bicubic_baseline(sets, scale, colors)
+    return sets, metrics.bicubic_baseline(sets, scale, colors, multiple=multiple)
 
 
 def _now() -> datetime:
@@ -132,7 +132,7 @@ def run_trial(
     try:
         data_mod.check_patch(spec, study.train.lr_patch)
         train_data = _train_data(study.data, spec.scale, spec.colors, str(device))
-        val_sets, bicubic = _val_data(study.data, spec.scale, spec.colors)
+        val_sets, bicubic = _val_data(study.data, spec.scale, spec.colors, spec.unshuffle)
         data_mod.check_val(spec, val_sets)
     except SrSearchError as exc:
         return finish("failed", str(exc))
@@ -146,8 +146,11 @@ def run_trial(
             report({"iteration": iteration, **{k: v for k, v in values.items() if isinstance(v, float)}})
 
     checkpoint = study_dir / "checkpoints" / f"{task.trial_id}.pt" if study.keep_checkpoints else None
-    result = train.run(model, train_data, study.train, task.seed, frozen_bn=spec.frozen_bn, device=device,
-                       val_fn=val_fn, on_validation=on_validation, checkpoint_path=checkpoint)
+    try:
+        result = train.run(model, train_data, study.train, task.seed, frozen_bn=spec.frozen_bn, device=device,
+                           val_fn=val_fn, on_validation=on_validation, checkpoint_path=checkpoint)
+    except SrSearchError as exc:  # e.g. a warm-start checkpoint that does not fit this candidate
+        return finish("failed", str(exc))
     row.update(train_iterations=result.iterations, train_seconds=result.seconds, final_loss=result.final_loss)
     if result.status != "complete":
         return finish("failed", result.error)

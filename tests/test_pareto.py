@@ -205,6 +205,11 @@ def test_default_reference_is_worse_than_every_eligible_point() -> None:
     assert single == pytest.approx({"psnr_y": 27.0, "latency_ms": 5.5})
     with pytest.raises(SrSearchError, match="no complete trial"):
         default_reference(df.iloc[[2]], objectives)
+    # A positive 'max' quantity spanning a wide range stops at zero rather than going negative;
+    # one that is already <= 0 keeps the plain margin.
+    wide = pd.DataFrame({"status": ["complete"] * 2, "throughput": [50.0, 20000.0], "gain": [-0.5, 1.5]})
+    ref = default_reference(wide, {"throughput": "max", "gain": "max"})
+    assert ref == pytest.approx({"throughput": 0.0, "gain": -0.7})
 
 
 def test_hypervolume_history_follows_trial_order() -> None:

@@ -1,0 +1,151 @@
+"""End-to-end studies through the real runner: a local Ray instance, SQLite Optuna storage, parquet rows.
+
+Budgets are tiny (a few iterations on 24x24 timing inputs), so these test the orchestration, not the science.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+
+from sr_search import load_results, load_study
+from sr_search.export import export
+from sr_search.report import write_report
+from sr_search.runner import launch
+
+REQUIRED = ["psnr_y", "throughput", "latency_ms", "params_deploy", "macs_deploy", "reparam_max_abs_err",
+            "timing_device", "deploy_key", "arch_json", "bicubic_psnr_y", "psnr_gain", "train_iterations", "seed"]
+
+SPACE = """\
+params:
+  block: [plain, rep]
+  scale: 2
+  colors: 3
+  channels: 8
+  depth: 1
+"""
+TIMING = "timing: {device: cpu, precision: fp32, batch: 1, lr_size: [24, 24], warmup: 1, reps: 3, threads: 1}\n"
+TRAIN = "train: {iterations: 12, batch_size: 4, lr_patch: 16, val_every: 6}\ndata: {val_max_size: 48}\n"
+
+
+def write_study(tmp_path: Path, name: str, body: str) -> Path:
+    (tmp_path / "space.yaml").write_text(SPACE)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\nspace: space.yaml\n" + TIMING + TRAIN + textwrap.dedent(body))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_search_study_writes_one_complete_row_per_trial(tmp_path, ray_cluster):
+    study = load_study(write_study(tmp_path, "tiny", "n_trials: 2\nsampler: random\nkeep_checkpoints: true\n"))
+    out = launch(study, out_dir=tmp_path / "run", echo=lambda _: None)
+
+    df = load_results(out)
+    assert list(df["trial_id"]) == ["0000", "0001"]
+    assert (df["status"] == "complete").all(), df[["status", "error"]]
+    assert df[REQUIRED].notna().all().all()
+    assert (df["reparam_max_abs_err"] <= 1e-4).all()
+    assert (df["train_iterations"] == 12).all()
+    assert (out / "results.parquet").exists() and (out / "study.yaml").exists()
+
+    ot = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert [t.state for t in ot.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert all(t.values == [r.psnr_y, r.throughput] for t, r in zip(ot.trials, df.itertuples()))
+
+    messages = []
+    launch(study, out_dir=tmp_path / "run", echo=messages.append)  # a finished study says so, runs nothing
+    assert any("already finished" in m for m in messages)
+    assert len(load_results(out)) == 2
+
+    path, err = export(out, "0000", "pt")
+    assert path.exists() and err <= 1e-4
+    assert (write_report(out)).exists()
+
+
+def test_ablation_grid_runs_each_variant_once_per_seed(tmp_path, ray_cluster):
+    body = """\
+    mode: ablation
+    base: {block: rep, scale: 2, channels: 8, depth: 1}
+    factors: {branches: [1, 2, 3]}
+    seeds: [0, 1]
+    """
+    study = load_study(write_study(tmp_path, "abl", body))
+    df = load_results(launch(study, out_dir=tmp_path / "run", echo=lambda _: None))
+    assert len(df) == 6
+    assert sorted(zip(df["branches"], df["seed"])) == [(b, s) for b in (1, 2, 3) for s in (0, 1)]
+    assert (df["status"] == "complete").all()
+    assert df["deploy_key"].nunique() == 1  # branch count is training-time structure only
+
+
+def test_infeasible_candidates_are_recorded_untrained_and_told_to_optuna(tmp_path, ray_cluster):
+    study = load_study(write_study(tmp_path, "budget", "n_trials: 2\nsampler: random\nconstraints: {max_params: 100}\n"))
+    out = launch(study, out_dir=tmp_path / "run", echo=lambda _: None)
+    df = load_results(out)
+    assert (df["status"] == "infeasible").all()
+    assert df["train_iterations"].isna().all() and df["psnr_y"].isna().all()
+    assert df["error"].str.contains("max_params").all()
+    ot = optuna.load_study(study_name="budget", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert all(t.state == optuna.trial.TrialState.PRUNED for t in ot.trials)
+    assert all(t.constraints["max_params"] > 0 for t in ot.trials)
+
+
+def test_a_diverging_trial_is_recorded_with_its_reason(tmp_path, ray_cluster):
+    path = write_study(tmp_path, "nan", "n_trials: 1\nsampler: random\n")
+    path.write_text(path.read_text().replace("val_every: 6", "val_every: 6, lr: 1.0e+12"))
+    df = load_results(launch(load_study(path), out_dir=tmp_path / "run", echo=lambda _: None))
+    assert df.loc[0, "status"] == "failed"
+    assert "nan" in df.loc[0, "error"] or "inf" in df.loc[0, "error"]
+
+
+def test_local_dashboard_binds_to_loopback_by_default(monkeypatch, tmp_path):
+    import sr_search.runner as runner
+
+    calls = {}
+
+    def fake_init(**kwargs):
+        calls.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(runner.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(runner.ray, "init", fake_init)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    study = load_study(write_study(tmp_path, "dash", "n_trials: 1\n"))
+    with pytest.raises(RuntimeError, match="stop here"):
+        launch(study, out_dir=tmp_path / "run", echo=lambda _: None)
+    assert calls["dashboard_host"] == "127.0.0.1" and calls["address"] == "local"
+
+
+def test_interrupted_study_resumes_with_every_trial_exactly_once(tmp_path):
+    study_file = write_study(tmp_path, "resume", "n_trials: 3\nsampler: random\n")
+    out = tmp_path / "run"
+    cli = [sys.executable, "-m", "sr_search.cli", "launch", str(study_file), "--out", str(out)]
+    proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "trials").glob("*.parquet")):
+        time.sleep(0.5)
+    assert list((out / "trials").glob("*.parquet")), "no trial finished in time"
+    proc.send_signal(signal.SIGINT)  # Ctrl-C after the first finished trial
+    proc.communicate(timeout=120)
+    before = set(load_results(out)["trial_id"])
+    assert 1 <= len(before) < 3 or len(before) == 3
+
+    done = subprocess.run(cli + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    df = load_results(out)
+    assert sorted(df["trial_id"]) == ["0000", "0001", "0002"]
+    assert (df["status"] == "complete").all(), df[["status", "error"]]
+    ot = optuna.load_study(study_name="resume", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert sorted(t.number for t in ot.trials if t.state == optuna.trial.TrialState.COMPLETE) == [0, 1, 2]
