@@ -23,7 +23,6 @@ $(STAMP): pyproject.toml
 
 run: install
 	$(VENV)/bin/sr-search launch $(STUDY)
-	$(VENV)/bin/sr-search report runs/$$($(PY) -c "import sys; from sr_search.config import load_study; print(load_study(sys.argv[1]).name)" $(STUDY))
 
 test: install
 	$(PY) -m pytest -q

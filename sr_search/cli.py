@@ -86,8 +86,10 @@ def launch(
     from .runner import launch as run
 
     study = load_study(study_file)
-    run(study, out_dir=out, resume=resume, address=address, n_trials=trials, dry_run=dry_run,
-        dashboard_host=dashboard_host, study_file=study_file, echo=typer.echo)
+    study_dir = run(study, out_dir=out, resume=resume, address=address, n_trials=trials, dry_run=dry_run,
+                    dashboard_host=dashboard_host, study_file=study_file, echo=typer.echo)
+    if not dry_run:
+        report(study_dir)
 
 
 @app.command()

@@ -131,11 +131,18 @@ def read_yaml(path: str | Path, what: str) -> Doc:
     finally:
         loader.dispose()
     if doc.data is None:
-        doc.problem((), f"{what} file is empty; see the format at the top of sr_search/{what.split()[-1]}.py"
-                    if what in ("search space", "study") else f"{what} file is empty")
+        doc.problem((), f"{what} file is empty; {_EMPTY_HINTS.get(what, _EMPTY_HINTS['YAML'])}")
     elif not isinstance(doc.data, dict):
         doc.problem((), f"a {what} file must be a mapping of key: value, got {type(doc.data).__name__}")
     return doc
+
+
+_EMPTY_HINTS = {
+    "study": "a study needs at least `name` and `space` (format: sr_search/config.py)",
+    "search space": "a search space needs `params` (format: sr_search/space.py)",
+    "YAML": "a study needs at least `name` and `space` (format: sr_search/config.py); a search space needs "
+            "`params` (format: sr_search/space.py)",
+}
 
 
 def _record_lines(node: yaml.Node, path: KeyPath, doc: Doc) -> None:
@@ -709,7 +716,8 @@ def describe(path: str | Path) -> str:
     if detect_kind(doc) == "space":
         return describe_space(load_space(path))
     study = load_study(path)
-    lines = [f"study {study.name!r} ({study.mode}) -> {study.out_dir}"]
+    scale = _study_scale(study, study.search_space())
+    lines = [f"study {study.name!r} ({study.mode}, x{scale}) -> {study.out_dir}"]
     if study.mode == "search":
         lines.append(f"  sampler {study.sampler}, {study.n_trials} trials, seed {study.seed}"
                      + (f", baselines first: {', '.join(study.baselines)}" if study.baselines else ""))

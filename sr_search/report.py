@@ -93,8 +93,7 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
     columns = ["factor", "level", "n_seeds", "psnr_y_mean", "psnr_y_std", "throughput_mean"]
     if "factor" not in df.columns or "psnr_y" not in df.columns:
         return pd.DataFrame(columns=columns)
-    rows = _complete(df)
-    rows = rows[rows["factor"].notna() & np.isfinite(_numeric(rows, "psnr_y"))]
+    rows = _ablation_rows(df)
     records = []
     for factor in _in_order(rows["factor"]):
         sub = rows[rows["factor"] == factor]
@@ -187,8 +186,7 @@ def plot_ablation(df: pd.DataFrame) -> Figure | None:
     table = ablation_table(df)
     if table.empty:
         return None
-    rows = _complete(df)
-    rows = rows[rows["factor"].notna() & np.isfinite(_numeric(rows, "psnr_y"))].copy()
+    rows = _ablation_rows(df).copy()
     rows["level_text"] = rows["level"].map(_level_text) if "level" in rows.columns else "-"
     factors = list(dict.fromkeys(table["factor"]))
     ncols = min(len(factors), 3)
@@ -540,9 +538,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _ablation_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Complete ablation rows, with the base variant repeated in every one-at-a-time factor as that factor's
+    reference level (e.g. `branches = 2 (base)`), so each panel compares the levels with the base."""
+    rows = _complete(df)
+    rows = rows[rows["factor"].notna() & np.isfinite(_numeric(rows, "psnr_y"))]
+    base = rows[rows["factor"] == "base"]
+    if base.empty or "level" not in rows.columns:
+        return rows
+    varied = [f for f in _in_order(rows["factor"]) if f not in ("base", "factorial") and f in rows.columns]
+    copies = [base.assign(factor=f, level=f"{_level_text(base[f].iloc[0])} (base)") for f in varied]
+    return pd.concat([rows[rows["factor"] != "base"], *copies])
+
+
 def _level_text(value: Any) -> str:
     if _missing(value):
         return "none"
+    if isinstance(value, str):  # levels are stored as text: "4.0" and 4.0 read the same
+        try:
+            value = float(value)
+        except ValueError:
+            return value
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
     return str(value)
@@ -552,7 +568,7 @@ def _level_order(levels: pd.Series) -> list[str]:
     """Numeric levels in numeric order; otherwise the order they first appear (the grid's order)."""
     unique = list(dict.fromkeys(levels))
     try:
-        return sorted(unique, key=float)
+        return sorted(unique, key=lambda level: float(str(level).removesuffix(" (base)")))
     except ValueError:
         return unique
 

@@ -189,16 +189,17 @@ class StudyProgress(tune.Callback):
     """Live progress line + `progress.json` for `sr-search status`; rows for trials that crashed."""
 
     def __init__(self, study: Study, study_dir: Path, total: int, dashboard: str | None, echo: Echo,
-                 every_s: float = 10.0) -> None:
+                 every_s: float = 5.0, heartbeat_s: float = 60.0) -> None:
         self.study, self.study_dir, self.total = study, study_dir, total
-        self.dashboard, self.echo, self.every_s = dashboard, echo, every_s
+        self.dashboard, self.echo, self.every_s, self.heartbeat_s = dashboard, echo, every_s, heartbeat_s
         self.setup()
 
     def setup(self, **info: Any) -> None:
         """Called by Tune at every (re)start: ETA counts only this session's trials."""
         self.started = time.time()
         self.done_before = len(results_mod.load_results(self.study_dir))
-        self.last_print = 0.0
+        self.last_write = self.last_print = 0.0
+        self.last_counts: tuple[int, int] | None = None
         self.running = 0
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -213,7 +214,8 @@ class StudyProgress(tune.Callback):
         results_mod.write_trial_row(self.study_dir, {
             "study": self.study.name, "trial_id": config["trial_id"], "status": "failed", "error": reason,
             **results_mod.spec_columns(spec), "seed": config.get("seed"), "baseline": config.get("baseline"),
-            "factor": config.get("factor"), "level": None if config.get("level") is None else str(config["level"]),
+            "factor": config.get("factor"),
+            "level": None if config.get("factor") in (None, "base") else str(config.get("level")),
         })
         self._write(force=True)
 
@@ -228,19 +230,24 @@ class StudyProgress(tune.Callback):
 
     def _write(self, trials: list | None = None, force: bool = False, final: bool = False) -> None:
         now = time.time()
-        if not force and now - self.last_print < self.every_s:
+        if not force and now - self.last_write < self.every_s:
             return
-        self.last_print = now
+        self.last_write = now
         if trials is not None:
             self.running = sum(t.status == "RUNNING" for t in trials)
         state = summarize(self.study_dir, self.study.objectives, self.total)
+        phase = ("finished" if state["finished"] >= self.total else "stopped") if final else "running"
         state.update(running=0 if final else self.running, elapsed_s=round(now - self.started, 1),
-                     dashboard=self.dashboard, updated_at=now)
+                     dashboard=self.dashboard, updated_at=now, state=phase)
         finished_here = state["finished"] - self.done_before
         remaining = self.total - state["finished"]
         state["eta_s"] = round((now - self.started) / finished_here * remaining, 1) if finished_here > 0 else None
         write_progress(self.study_dir, state)
-        self.echo(progress_line(state))
+        line = progress_line(state)
+        changed = (state["finished"], state["running"]) != self.last_counts
+        if changed or now - self.last_print >= self.heartbeat_s:  # a line per change, else one a minute
+            self.echo(line)
+            self.last_print, self.last_counts = now, (state["finished"], state["running"])
 
 
 def summarize(study_dir: Path, objectives: dict[str, str], total: int) -> dict[str, Any]:
@@ -341,7 +348,7 @@ def launch(
     own_ray = not ray.is_initialized()
     dashboard = _init_ray(address, dashboard_host, echo)
     echo(f"Study {study.name!r}: {plan.total} trials -> {study_dir}")
-    echo(f"Optuna storage: {storage_url(study_dir)} (optuna-dashboard {storage_url(study_dir)})")
+    echo(f"Optuna storage (watch it with optuna-dashboard): {storage_url(study_dir)}")
     try:
         trainable = tune.with_resources(
             tune.with_parameters(_trainable, study=study, study_dir=str(study_dir),
@@ -425,8 +432,8 @@ def status(study_dir: str | Path) -> str:
     total = state.get("total", 0)
     state.update({k: v for k, v in summarize(study_dir, results_mod.study_objectives(study_dir), total).items()})
     age = time.time() - state.get("updated_at", time.time())
-    lines = [progress_line(state), f"last update {age:.0f} s ago"]
-    if state.get("dashboard"):
+    lines = [progress_line(state), f"{state.get('state', 'running')}; last update {age:.0f} s ago"]
+    if state.get("dashboard") and state.get("state") == "running":
         lines.append(f"Ray dashboard: {state['dashboard']}")
     return "\n".join(lines)
 

@@ -307,9 +307,10 @@ class SearchSpace(BaseModel):
         for block in self.block.choices:
             yield from ((block, values) for values in _enumerate(self.params_for(block), 0, block, {}))
 
-    def size(self) -> float:
+    def size(self) -> int | float:
         """Number of distinct parameter combinations (conditions honoured), or `math.inf` for continuous ranges."""
-        return float(sum(_count(self.params_for(b), 0, b, {}) for b in self.block.choices))
+        total = sum(_count(self.params_for(b), 0, b, {}) for b in self.block.choices)
+        return total if math.isinf(total) else int(total)
 
     # membership
 
@@ -543,11 +544,14 @@ def parse_space(doc: Doc) -> SearchSpace | None:
         block = None
     blocks = [b for b in (block.choices if block else ()) if b in REGISTRY]
     for name in raw_blocks:
-        if block and name not in block.choices:
+        if name not in REGISTRY:
+            doc.problem(("blocks", name), f"unknown block {name!r}{did_you_mean(name, REGISTRY)}; allowed: "
+                                          f"{', '.join(sorted(REGISTRY))}")
+        elif block and name not in block.choices:
             doc.problem(("blocks", name), f"section for block {name!r}, which params.block never picks "
                                           f"({', '.join(block.choices)})")
 
-    plans = []
+    plans, non_users = [], {}
     for name in blocks:
         family = family_of(name)
         raw = _mapping(doc, ("blocks", name), raw_blocks.get(name))
@@ -565,11 +569,12 @@ def parse_space(doc: Doc) -> SearchSpace | None:
         for p in merged:
             if p.name == p.field and p.field in BLOCK_FIELDS and p.field not in family.fields:
                 if not any(n == "block" and name not in allowed for n, allowed in p.when):
-                    users = sorted(b for b, fam in REGISTRY.items() if p.field in fam.fields)
-                    doc.problem(("params", p.field), f"field {p.field!r} is used only by blocks {', '.join(users)}"
-                                                     f", not by {name!r} (also in this space); move it under "
-                                                     f"blocks.<name>")
+                    non_users.setdefault(p.field, []).append(name)
         plans.append((name, _order(doc, name, merged)))
+    for field, names in non_users.items():
+        users = sorted(b for b, fam in REGISTRY.items() if field in fam.fields)
+        doc.problem(("params", field), f"field {field!r} is used only by blocks {', '.join(users)}, but this space "
+                                       f"also picks {', '.join(names)}; move it under blocks.<name>")
     constraints = _parse_constraints(doc, data.get("constraints"))
     description = data.get("description", "")
     if not isinstance(description, str):

@@ -12,8 +12,8 @@ format and (CPU) the thread count. Built-in protocols:
   its random input (LR 1920x1080 at x2, 1280x720 at x3); the pixel count equals landscape 4K, but kernels whose
   speed depends on orientation can differ, so define a landscape custom protocol to compare. NTIRE reports the
   *mean*; `Timing.latency_ms_mean` is that figure, `latency_ms` the median.
-- `cpu`: fp32, batch 1, LR 90x160, one pinned thread (the most repeatable figure on a shared machine and the same on
-  any core count), 3 warm-up and 20 timed runs. The default when CUDA is not available.
+- `cpu`: fp32, batch 1, LR 108x192 (16:9, divisible by every unshuffle factor 1-4), one pinned thread (the most
+  repeatable figure on a shared machine and the same on any core count), 3 warm-up and 20 timed runs. The default when CUDA is not available.
 
 Never time on a GPU shared with other trials (fractional Ray GPUs): the number is contaminated. The caller knows
 whether the device was held exclusively and says so with `exclusive`; it is recorded, not guessed.
@@ -120,7 +120,7 @@ PROTOCOLS: dict[str, TimingProtocol] = {
                        warmup=50, reps=244, cudnn_benchmark=True, ntire=True),
         TimingProtocol(name="ntire23-x3", device="cuda", precision="fp16", batch=1, hr_size=(3840, 2160), scale=3,
                        warmup=50, reps=244, cudnn_benchmark=True, ntire=True),
-        TimingProtocol(name="cpu", device="cpu", precision="fp32", batch=1, lr_size=(90, 160), warmup=3, reps=20,
+        TimingProtocol(name="cpu", device="cpu", precision="fp32", batch=1, lr_size=(108, 192), warmup=3, reps=20,
                        threads=1),
     )
 }

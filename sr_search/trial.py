@@ -95,7 +95,7 @@ def run_trial(
     row: dict[str, Any] = {
         "study": study.name, "trial_id": task.trial_id, "status": "complete", "error": None,
         **spec_columns(spec), "baseline": task.baseline, "factor": task.factor,
-        "level": None if task.level is None else str(task.level), "seed": task.seed,
+        "level": None if task.factor in (None, "base") else str(task.level), "seed": task.seed,
         "started_at": _now(), "host": socket.gethostname(), "versions": versions(),
         "timing_protocol": protocol.name,
     }
@@ -131,6 +131,10 @@ def run_trial(
     torch.manual_seed(task.seed)
     try:
         data_mod.check_patch(spec, study.train.lr_patch)
+    except SrSearchError as exc:  # the study's patch size cannot feed this candidate (ESA, unshuffle)
+        row["constraint_lr_patch"] = 1.0
+        return finish("infeasible", str(exc))
+    try:
         train_data = _train_data(study.data, spec.scale, spec.colors, str(device))
         val_sets, bicubic = _val_data(study.data, spec.scale, spec.colors, spec.unshuffle)
         data_mod.check_val(spec, val_sets)

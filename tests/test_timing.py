@@ -59,7 +59,7 @@ def test_lr_shape_fixes_the_output_size_across_scales():
     assert lr_shape("ntire23-x3", PRESETS["rtsrn-x3"]) == (1, 3, 1280, 720)
     with pytest.raises(SrSearchError, match="x2 models"):
         lr_shape("ntire23-x2", PRESETS["rtsrn-x3"])
-    assert lr_shape("cpu", PRESETS["rlfn-x4"]) == (1, 3, 90, 160)
+    assert lr_shape("cpu", PRESETS["rlfn-x4"]) == (1, 3, 108, 192)
 
 
 def test_lr_shape_checks_unshuffle_and_minimum_tile():

@@ -1,0 +1,81 @@
+"""The CLI only parses and calls the library: assert the call and the exit code."""
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import sr_search.runner
+from sr_search.cli import app
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_launch_passes_its_options_to_the_library(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_launch(study, **kwargs):
+        seen.update(kwargs, study=study)
+        return tmp_path
+
+    monkeypatch.setattr(sr_search.runner, "launch", fake_launch)
+    result = runner.invoke(app, ["launch", str(ROOT / "studies/smoke.yaml"), "--dry-run", "--trials", "2",
+                                 "--address", "ray://head:10001", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert seen["study"].name == "smoke"
+    assert seen["n_trials"] == 2 and seen["dry_run"] and seen["address"] == "ray://head:10001"
+    assert seen["out_dir"] == tmp_path and seen["dashboard_host"] == "127.0.0.1" and not seen["resume"]
+
+
+def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
+    result = runner.invoke(app, ["launch", str(ROOT / "studies/repsr_ablation.yaml"), "--dry-run",
+                                 "--out", str(tmp_path / "x")])
+    assert result.exit_code == 0, result.output
+    assert "trials: 13" in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_study_exits_1_and_names_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"name: bad\nspace: {ROOT / 'searchspace/repsr.yaml'}\nn_trails: 3\n")
+    result = runner.invoke(app, ["launch", str(bad)])
+    assert result.exit_code == 1
+    assert "bad.yaml" in result.output and "n_trails" in result.output
+
+
+def test_validate_lists_every_problem_and_exits_1(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"name: bad\nspace: missing.yaml\ntrain: {{iterations: -5}}\n")
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 1
+    assert "missing.yaml" in result.output and "iterations" in result.output
+
+
+def test_validate_shipped_files_pass():
+    files = sorted(str(p) for p in [*(ROOT / "studies").glob("*.yaml"), *(ROOT / "searchspace").glob("*.yaml")])
+    result = runner.invoke(app, ["validate", *files])
+    assert result.exit_code == 0, result.output
+
+
+def test_inspect_prints_counts_and_rejects_unknown_models():
+    ok = runner.invoke(app, ["inspect", "ecbsr-m4c8-x4", "repsr-m4c8-x4"])
+    assert ok.exit_code == 0, ok.output
+    assert ok.output.count("3,624") == 2  # both deploy to the released ECBSR-M4C8 size
+    bad = runner.invoke(app, ["inspect", "rlfn-x9"])
+    assert bad.exit_code == 1 and "unknown preset 'rlfn-x9'" in bad.output
+    spec = runner.invoke(app, ["inspect", '{"block": "eresidual", "channels": 30, "groups": 4}'])
+    assert spec.exit_code == 1 and "groups" in spec.output
+
+
+def test_report_of_a_missing_directory_is_bad_input(tmp_path):
+    result = runner.invoke(app, ["report", str(tmp_path / "nope")])
+    assert result.exit_code == 1 and "nope" in result.output
+
+
+def test_unexpected_failures_exit_2(monkeypatch):
+    import sr_search.presets
+
+    monkeypatch.setattr(sr_search.presets, "resolve", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    result = runner.invoke(app, ["inspect", "rlfn-x4"])
+    assert result.exit_code == 2 and "boom" in result.output
