@@ -35,160 +35,36 @@ from __future__ import annotations
 
 import difflib
 import functools
-import math
 import re
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from typing import Any, Iterable, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, ValidationInfo,
-                      field_validator, model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from ._domain import Constraints
+from ._study_checks import (ABLATION_KEYS, FIELD_LINE, SEARCH_KEYS, build_record, check_ablation, check_baselines,
+                            check_modes, check_patch, check_references, check_space, report_validation, study_scale)
+from ._yaml import (Doc, KeyPath, Problem, did_you_mean, is_number, key_text, raise_problems, read_yaml,
+                    sort_problems)
 from .arch import ArchSpec
-from .blocks import family_of
 from .data import BUILTIN, DataSpec
 from .errors import SrSearchError
+from .space import GridPoint, SearchSpace, describe_space, load_space
+from .space_file import SPACE_KEYS, parse_space
 from .timing import TimingProtocol
 from .train import TrainBudget
 
-if TYPE_CHECKING:
-    from .space import GridPoint, SearchSpace
-
-KeyPath = tuple[Any, ...]
-
-
-# --- problems and YAML with line numbers -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with one file: where (file, key path, line) and what to do about it."""
-
-    file: str
-    key: str
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
-
-
-def key_text(path: Iterable[Any]) -> str:
-    """('factors', 'width_mult', 1) -> 'factors.width_mult[1]'."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-@dataclass
-class Doc:
-    """A parsed YAML file plus the line of every key path, so problems can point at the line."""
-
-    path: Path
-    data: Any
-    lines: dict[KeyPath, int] = field(default_factory=dict)
-    problems: list[Problem] = field(default_factory=list)
-
-    def line(self, path: KeyPath) -> int | None:
-        path = tuple(path)
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = path[:-1]
-        return self.lines.get((), None)
-
-    def problem(self, path: KeyPath, message: str) -> None:
-        self.problems.append(Problem(str(self.path), key_text(path), self.line(path), message))
-
-
-def read_yaml(path: str | Path, what: str) -> Doc:
-    """Parse `path`; a missing, unreadable, empty or non-mapping file becomes a problem in `doc.problems`."""
-    path = Path(path)
-    doc = Doc(path, None)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        doc.problem((), f"{what} file not found")
-        return doc
-    except (OSError, UnicodeDecodeError) as exc:
-        doc.problem((), f"cannot read {what} file: {exc}")
-        return doc
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is not None:
-            doc.data = loader.construct_document(node)
-            _record_lines(node, (), doc)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        doc.problems.append(Problem(str(path), "", line, f"not valid YAML: {exc}".replace("\n", " ")))
-        return doc
-    finally:
-        loader.dispose()
-    if doc.data is None:
-        doc.problem((), f"{what} file is empty; {_EMPTY_HINTS.get(what, _EMPTY_HINTS['YAML'])}")
-    elif not isinstance(doc.data, dict):
-        doc.problem((), f"a {what} file must be a mapping of key: value, got {type(doc.data).__name__}")
-    return doc
-
-
-_EMPTY_HINTS = {
-    "study": "a study needs at least `name` and `space` (format: sr_search/config.py)",
-    "search space": "a search space needs `params` (format: sr_search/space.py)",
-    "YAML": "a study needs at least `name` and `space` (format: sr_search/config.py); a search space needs "
-            "`params` (format: sr_search/space.py)",
-}
-
-
-def _record_lines(node: yaml.Node, path: KeyPath, doc: Doc) -> None:
-    doc.lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
-            if key in seen:
-                doc.lines[path + (key,)] = key_node.start_mark.line + 1
-                doc.problem(path + (key,), "key written twice (the second would silently win); keep one")
-            seen.add(key)
-            doc.lines[path + (key,)] = key_node.start_mark.line + 1
-            _record_lines(value_node, path + (key,), doc)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _record_lines(item, path + (i,), doc)
-
-
-def did_you_mean(word: Any, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.75)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def sort_problems(problems: list[Problem]) -> list[Problem]:
-    """Files in the order they were met, lines in order within each file."""
-    order = {f: i for i, f in reversed(list(enumerate(p.file for p in problems)))}
-    return sorted(problems, key=lambda p: (order[p.file], p.line or 0))
-
-
-def raise_problems(problems: list[Problem]) -> None:
-    """Raise one `SrSearchError` listing every problem (nothing when the list is empty)."""
-    if problems:
-        files = sorted({p.file for p in problems})
-        head = f"{len(problems)} problem{'s' if len(problems) > 1 else ''} in {', '.join(files)}:"
-        raise SrSearchError("\n".join([head, *(f"  {p}" for p in sort_problems(problems))]))
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
+__all__ = [
+    "Study", "Resources", "Constraints", "load_study", "validate_study", "validate_files", "describe", "detect_kind",
+    "resolve_preset", "METRICS", "SEARCH_KEYS", "ABLATION_KEYS",
+    # the YAML layer shared with sr_search.space, re-exported from its own module
+    "Problem", "Doc", "KeyPath", "read_yaml", "key_text", "raise_problems", "sort_problems", "did_you_mean",
+    "is_number",
+]
 
 # --- the study ----------------------------------------------------------------------------------------------
 
-SEARCH_KEYS = ("sampler", "n_trials", "seed", "baselines")
-ABLATION_KEYS = ("base", "factors", "design", "seeds")
 #: result columns a study may optimise, with the only direction that makes sense for each
 METRICS = {
     "psnr_y": "max", "ssim_y": "max", "psnr_gain": "max", "ntire_score": "max", "throughput": "max",
@@ -196,23 +72,6 @@ METRICS = {
     "params_train": "min", "macs_deploy": "min", "peak_mem_mb": "min", "train_seconds": "min",
 }
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-
-
-class Constraints(BaseModel):
-    """Budgets checked before training; all optional."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_params: PositiveInt | None = None
-    max_macs: PositiveFloat | None = None
-    max_latency_ms: PositiveFloat | None = None
-
-    def violations(self, *, params: float | None = None, macs: float | None = None,
-                   latency_ms: float | None = None) -> dict[str, float]:
-        """`value - limit` for every budget that is set and measured (<= 0 means feasible: Optuna's convention)."""
-        pairs = {"max_params": (params, self.max_params), "max_macs": (macs, self.max_macs),
-                 "max_latency_ms": (latency_ms, self.max_latency_ms)}
-        return {k: float(v - lim) for k, (v, lim) in pairs.items() if v is not None and lim is not None}
 
 
 class Resources(BaseModel):
@@ -299,19 +158,19 @@ class Study(BaseModel):
         if isinstance(value.get("val"), dict):
             value["val"] = {k: str(_resolve(v, info)) if isinstance(v, str) and v != BUILTIN else v
                             for k, v in value["val"].items()}
-        return _record(DataSpec, value)
+        return build_record(DataSpec, value)
 
     @field_validator("train", mode="before")
     @classmethod
     def _resolve_warm_start(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, dict) and isinstance(value.get("warm_start"), str):
             value = {**value, "warm_start": str(_resolve(value["warm_start"], info))}
-        return _record(TrainBudget, value)
+        return build_record(TrainBudget, value)
 
     @field_validator("timing", mode="before")
     @classmethod
     def _inline_protocol(cls, value: Any) -> Any:
-        return _record(TimingProtocol, {"name": "inline", **value}) if isinstance(value, dict) else value
+        return build_record(TimingProtocol, {"name": "inline", **value}) if isinstance(value, dict) else value
 
     @field_validator("protocols", mode="before")
     @classmethod
@@ -321,9 +180,9 @@ class Study(BaseModel):
         out, errors = {}, []
         for key, record in value.items():
             try:
-                out[key] = _record(TimingProtocol, {**record, "name": key} if isinstance(record, dict) else record)
+                out[key] = build_record(TimingProtocol, {**record, "name": key} if isinstance(record, dict) else record)
             except ValueError as exc:  # keep the protocol's name in each line's key path
-                errors += [_FIELD_LINE.sub(lambda m: f"{m[1]} field '{key}.{m[2]}':", line)
+                errors += [FIELD_LINE.sub(lambda m: f"{m[1]} field '{key}.{m[2]}':", line)
                            for line in str(exc).splitlines()]
         if errors:
             raise ValueError("\n".join(errors))
@@ -348,16 +207,20 @@ class Study(BaseModel):
 
     def search_space(self) -> SearchSpace:
         """The study's space: the file, with `fixed` fields pinned and the study's constraints merged in."""
-        space = _cached_space(str(self.space), self.space.stat().st_mtime_ns)
+        space = self._file_space()
         if self.fixed:
             space = space.with_fixed(self.fixed)
         return space.model_copy(update={"constraints": self.constraints(space)})
 
     def constraints(self, space: SearchSpace | None = None) -> Constraints:
         """The budgets every candidate must meet before it is trained (space's, overridden by the study's)."""
-        space = space or _cached_space(str(self.space), self.space.stat().st_mtime_ns)
+        space = space or self._file_space()
         mine = self.constraint_overrides.model_dump(exclude_none=True)
         return Constraints(**{**space.constraints.model_dump(exclude_none=True), **mine})
+
+    def _file_space(self) -> SearchSpace:
+        """The space file as loaded (cached until the file changes)."""
+        return _cached_space(str(self.space), self.space.stat().st_mtime_ns)
 
     def base_spec(self) -> ArchSpec:
         """The ablation's base: a preset, a preset with changes, or an inline spec; `fixed` applied."""
@@ -423,25 +286,8 @@ def _resolve(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
-#: how `arch.format_validation_error` words one problem of a record with its own `__init__`
-_FIELD_LINE = re.compile(r"^(\S+) field '([^']+)':")
-
-
-def _record(cls: type[BaseModel], value: Any) -> Any:
-    """Build a record whose `__init__` raises `SrSearchError` (DataSpec, TrainBudget, TimingProtocol) as a
-    pydantic error, so its problems join the others (`_report_validation` splits them back per field)."""
-    if not isinstance(value, dict):
-        return value
-    try:
-        return cls(**value)
-    except SrSearchError as exc:
-        raise ValueError(str(exc)) from None
-
-
 @functools.lru_cache(maxsize=16)
 def _cached_space(path: str, mtime_ns: int) -> SearchSpace:
-    from .space import load_space
-
     return load_space(path)
 
 
@@ -474,212 +320,32 @@ def validate_study(doc: Doc, base_dir: Path | None) -> Study | None:
     try:
         study = Study.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        _report_validation(doc, exc)
-    _check_modes(doc, data)
-    _check_references(doc, data, base_dir)
-    space = _check_space(doc, data, base_dir)
+        report_validation(doc, exc, Study)
+    check_modes(doc, data)
+    check_references(doc, data, base_dir)
+    space = check_space(doc, data, base_dir)
     if study is None:
         return None
-    _check_baselines(doc, study, space)
+    check_baselines(doc, study, space)
     if study.mode == "ablation" and space is not None:
-        _check_ablation(doc, study, space)
+        check_ablation(doc, study, space)
     if space is not None:
-        _check_patch(doc, study, space)
+        check_patch(doc, study, space)
     try:
         protocol = study.timing_protocol("cpu" if study.timing == "auto" else None)
     except SrSearchError as exc:
         if not any(p.key == "timing" for p in doc.problems):
             doc.problem(("protocols",), str(exc))
     else:
-        scale = _study_scale(study, space)
+        scale = study_scale(study, space)
         if protocol.scale is not None and scale is not None and protocol.scale != scale:
             doc.problem(("timing",), f"protocol {protocol.name!r} times x{protocol.scale} models, but this study's "
                                      f"candidates are x{scale}")
     return None if doc.problems else study
 
 
-def _report_validation(doc: Doc, exc: ValidationError) -> None:
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(loc[:-1])
-            doc.problem(loc, f"unknown key {loc[-1]!r}{did_you_mean(loc[-1], allowed)}; allowed: {', '.join(allowed)}")
-        elif err["type"] == "missing":
-            doc.problem(loc, "required key is missing")
-        elif err["type"] == "value_error" and _FIELD_LINE.match(err["msg"].removeprefix("Value error, ")):
-            for line in err["msg"].removeprefix("Value error, ").splitlines():
-                match = _FIELD_LINE.match(line)
-                if match is None:
-                    doc.problem(loc, line)
-                    continue
-                sub = tuple(int(p) if p.isdigit() else p for p in match[2].split("."))
-                message = line[match.end():].strip()
-                unknown = re.match(r"unknown field \(allowed: ([^)]*)\)", message)
-                if unknown:
-                    allowed = unknown[1].split(", ")
-                    message = f"unknown key {sub[-1]!r}{did_you_mean(sub[-1], allowed)}; allowed: {unknown[1]}"
-                doc.problem(loc + sub, message)
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            got = err.get("input")
-            shown = "" if isinstance(got, (dict, list)) else f"; got {got!r}"
-            doc.problem(loc, f"{msg}{shown}")
-
-
-def _allowed_keys(loc: KeyPath) -> list[str]:
-    model: Any = Study
-    for part in loc:
-        info = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
-        if info is None:
-            by_alias = {i.alias: i for i in model.model_fields.values() if i.alias} if model is Study else {}
-            info = by_alias.get(part)
-        if info is None:
-            return []
-        model = next((a for a in (typing.get_args(info.annotation) or (info.annotation,))
-                      if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if model is None:
-            return []
-    return [info.alias or name for name, info in model.model_fields.items()]
-
-
-def _check_modes(doc: Doc, data: dict[str, Any]) -> None:
-    mode = data.get("mode", "search")
-    if mode not in ("search", "ablation"):
-        return
-    wrong = ABLATION_KEYS if mode == "search" else SEARCH_KEYS
-    other = "ablation" if mode == "search" else "search"
-    for key in wrong:
-        if key in data:
-            doc.problem((key,), f"{key!r} is only used with mode: {other} (this study has mode: {mode})")
-    if mode == "ablation":
-        for key in ("base", "factors"):
-            if key not in data:
-                doc.problem((), f"mode: ablation needs `{key}` ({'a preset name or a spec' if key == 'base' else 'FIELD: [levels]'})")
-
-
-def _check_space(doc: Doc, data: dict[str, Any], base_dir: Path | None) -> SearchSpace | None:
-    from .space import parse_space
-
-    raw = data.get("space")
-    if not isinstance(raw, (str, Path)) or not str(raw):
-        return None
-    path = Path(raw) if base_dir is None else (base_dir / raw).resolve()
-    if not path.is_file():
-        doc.problem(("space",), f"search-space file not found: {path}"
-                                + (" (relative paths resolve against the study file's folder)" if base_dir else ""))
-        return None
-    space_doc = read_yaml(path, "search space")
-    space = parse_space(space_doc) if not space_doc.problems else None
-    doc.problems.extend(space_doc.problems)
-    fixed = data.get("fixed")
-    if space is not None and isinstance(fixed, dict) and fixed:
-        try:
-            space = space.with_fixed(fixed)
-        except SrSearchError as exc:
-            doc.problem(("fixed",), str(exc))
-            return None
-    if space is not None and data.get("mode", "search") == "search":
-        for field in ("scale", "colors"):
-            if space.fixed_value(field) is None:
-                doc.problem(("fixed",) if fixed else ("space",),
-                            f"the space lets {field!r} vary, but a study compares candidates on one task: pin it "
-                            f"(e.g. fixed: {{{field}: ...}})")
-    return space
-
-
-def _check_references(doc: Doc, data: dict[str, Any], base_dir: Path | None) -> None:
-    """Names and paths the study refers to: image folders, warm-start checkpoint, presets, timing protocol."""
-    from .presets import PRESETS
-    from .timing import PROTOCOLS
-
-    def local(value: str) -> Path:
-        path = Path(value).expanduser()
-        return (base_dir / path).resolve() if base_dir is not None else path
-
-    raw_data = data.get("data") if isinstance(data.get("data"), dict) else {}
-    sources = [(("data", "train"), raw_data.get("train"))]
-    if isinstance(raw_data.get("val"), dict):
-        sources += [(("data", "val", k), v) for k, v in raw_data["val"].items()]
-    for path, source in sources:
-        if isinstance(source, str) and source != BUILTIN and not local(source).is_dir():
-            doc.problem(path, f"image folder not found: {local(source)} (relative paths resolve against the study "
-                              f"file's folder; `{BUILTIN}` is the built-in image set)")
-    train = data.get("train") if isinstance(data.get("train"), dict) else {}
-    if isinstance(train.get("warm_start"), str) and not local(train["warm_start"]).is_file():
-        doc.problem(("train", "warm_start"), f"checkpoint not found: {local(train['warm_start'])}")
-    baselines = data.get("baselines")
-    for i, name in enumerate(baselines if isinstance(baselines, list) else []):
-        if isinstance(name, str) and name not in PRESETS:
-            doc.problem(("baselines", i), f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; "
-                                          f"`sr-search inspect` and sr_search/presets.py list them")
-    timing, custom = data.get("timing"), data.get("protocols")
-    known = ["auto", *PROTOCOLS, *(custom if isinstance(custom, dict) else {})]
-    if isinstance(timing, str) and timing not in known:
-        doc.problem(("timing",), f"unknown timing protocol {timing!r}{did_you_mean(timing, known)}; allowed: "
-                                 f"{', '.join(known)}, or an inline protocol mapping")
-
-
-def _check_baselines(doc: Doc, study: Study, space: SearchSpace | None) -> None:
-    from .presets import PRESETS
-
-    scale = _study_scale(study, space)
-    for i, name in enumerate(study.baselines):
-        spec = PRESETS.get(name)
-        if spec is not None and scale is not None and spec.scale != scale:
-            doc.problem(("baselines", i), f"{name} is a x{spec.scale} model but this study's candidates are "
-                                          f"x{scale}; pick its x{scale} variant")
-
-
-def _check_ablation(doc: Doc, study: Study, space: SearchSpace) -> None:
-    try:
-        base = study.base_spec()
-    except SrSearchError as exc:
-        doc.problem(("base",), str(exc))
-        return
-    _, problems = space.grid_problems(base, study.factors, study.design)
-    for path, message in problems:
-        doc.problem(path if path[:1] in (("base",), ("design",)) else ("factors", *path), message)
-    if len(set(study.seeds)) != len(study.seeds):
-        doc.problem(("seeds",), f"a seed is listed twice: {list(study.seeds)}")
-
-
-def _check_patch(doc: Doc, study: Study, space: SearchSpace) -> None:
-    """Every candidate's LR patch must divide by its unshuffle and keep the block's minimum tile (ESA: 15 px)."""
-    if study.mode == "ablation":
-        try:
-            cases = {(p.spec.block, p.spec.unshuffle) for p in space.grid(study.base_spec(), study.factors,
-                                                                              mode=study.design)}
-        except SrSearchError:
-            return
-    else:
-        cases = set()
-        for block, params in space.plans:
-            entries = [p for p in params if p.field == "unshuffle"]
-            cases |= {(block, u) for u in (entries[0].values() if entries else (1,))}
-    patch = study.train.lr_patch
-    bad = sorted((b, u) for b, u in cases if patch % u or patch // u < family_of(b).min_lr_size)
-    if bad:
-        need = math.lcm(*(u for _, u in cases))
-        need *= math.ceil(max(family_of(b).min_lr_size * u for b, u in cases) / need)
-        shown = ", ".join(f"{b} with unshuffle {u}" for b, u in bad)
-        doc.problem(("train", "lr_patch"), f"lr_patch={patch} does not fit {shown} (a patch must divide by the "
-                                           f"unshuffle and keep >= the block's minimum LR tile after it); "
-                                           f"the smallest lr_patch that fits every candidate is {need}")
-
-
-def _study_scale(study: Study, space: SearchSpace | None) -> int | None:
-    if study.mode == "ablation":
-        try:
-            return study.base_spec().scale
-        except SrSearchError:
-            return None
-    return space.fixed_value("scale") if space is not None else None
-
-
 def detect_kind(doc: Doc) -> str | None:
     """'space' or 'study' from a parsed file's keys (None, with a problem recorded, when neither fits)."""
-    from .space import SPACE_KEYS
-
     keys = set(doc.data)
     if keys & {"params", "blocks"}:
         return "space"
@@ -692,8 +358,6 @@ def detect_kind(doc: Doc) -> str | None:
 
 def validate_files(paths: Iterable[str | Path]) -> list[Problem]:
     """Every problem in every file (studies and spaces, told apart by their keys); empty when all are fine."""
-    from .space import parse_space
-
     problems: list[Problem] = []
     for path in paths:
         doc = read_yaml(path, "YAML")
@@ -709,14 +373,12 @@ def validate_files(paths: Iterable[str | Path]) -> list[Problem]:
 
 def describe(path: str | Path) -> str:
     """What `sr-search validate --show` prints: a space's size, parameters and samples; a study's plan."""
-    from .space import describe_space, load_space
-
     doc = read_yaml(path, "YAML")
     raise_problems(doc.problems)
     if detect_kind(doc) == "space":
         return describe_space(load_space(path))
     study = load_study(path)
-    scale = _study_scale(study, study.search_space())
+    scale = study_scale(study, study.search_space())
     lines = [f"study {study.name!r} ({study.mode}, x{scale}) -> {study.out_dir}"]
     if study.mode == "search":
         lines.append(f"  sampler {study.sampler}, {study.n_trials} trials, seed {study.seed}"

@@ -46,7 +46,7 @@ SCHEMA: dict[str, pa.DataType] = {
     "params_train": _INT, "params_deploy": _INT, "macs_deploy": _INT,
     "psnr_y": _F64, "ssim_y": _F64, "bicubic_psnr_y": _F64, "psnr_gain": _F64,
     "train_iterations": _INT, "train_seconds": _F64, "final_loss": _F64,
-    "latency_ms": _F64, "latency_ms_p90": _F64, "throughput": _F64, "mpix_per_s": _F64,
+    "latency_ms": _F64, "latency_ms_p90": _F64, "latency_ms_mean": _F64, "throughput": _F64, "mpix_per_s": _F64,
     "timing_protocol": _STR, "timing_device": _STR, "timing_precision": _STR,
     "timing_exclusive": _BOOL, "timing_cached": _BOOL, "timing_retimed": _BOOL,
     "reparam_max_abs_err": _F64, "peak_mem_mb": _F64, "ntire_score": _F64,

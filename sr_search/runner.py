@@ -367,7 +367,7 @@ def launch(
                 trainable, run_config=run_config,
                 tune_config=tune.TuneConfig(search_alg=_new_searcher(study, plan, study_dir), num_samples=plan.total,
                                             max_concurrent_trials=study.resources.concurrency,
-                                            trial_dirname_creator=trial_dirname),
+                                            trial_dirname_creator=trial_dirname, reuse_actors=True),
             )
         tuner.fit()
         _retime_front(study, study_dir, echo)
