@@ -108,7 +108,10 @@ class StudySearch(OptunaSearch):
         status = result.get("status")
         if status in ("infeasible", "failed") or error or status is None:
             state = optuna.trial.TrialState.PRUNED if status == "infeasible" else optuna.trial.TrialState.FAIL
-            self._ot_study.tell(ot_trial, state=state)
+            try:
+                self._ot_study.tell(ot_trial, state=state)
+            except RuntimeError as exc:  # already finished (e.g. by `reconcile_optuna` before a resume)
+                warnings.warn(str(exc))
             self._completed_trials.add(trial_id)
             return
         super().on_trial_complete(trial_id, result, error)
@@ -371,6 +374,7 @@ def launch(
             )
         tuner.fit()
         _retime_front(study, study_dir, echo)
+        reconcile_optuna(study, study_dir, finished=len(results_mod.load_results(study_dir)) >= plan.total)
     finally:
         results_mod.consolidate(study_dir)
         if own_ray:
@@ -382,6 +386,35 @@ def launch(
     else:
         echo(f"Done: {done} trials. Results: {study_dir / 'results.parquet'}; report: sr-search report {study_dir}")
     return study_dir
+
+
+def reconcile_optuna(study: Study, study_dir: Path, *, finished: bool) -> int:
+    """Make the Optuna study agree with the rows, which are the source of truth.
+
+    A driver killed between Optuna's ask and Tune's next experiment checkpoint leaves Optuna trials RUNNING that
+    the restored searcher no longer knows. Each one with a row is told its outcome; once the study is finished,
+    one without a row was never run and is marked FAIL. Returns how many trials were told.
+    """
+    running = optuna.trial.TrialState.RUNNING
+    ot_study = optuna.load_study(study_name=study.name, storage=storage_url(study_dir))
+    rows = {row["trial_id"]: row for row in results_mod.load_results(study_dir).to_dict("records")}
+    told = 0
+    for frozen in ot_study.get_trials(deepcopy=False, states=(running,)):
+        row = rows.get(f"{frozen.number:04d}")
+        if row is None and not finished:
+            continue  # Tune may still resume it
+        trial = optuna.trial.Trial(ot_study, frozen._trial_id)
+        status = row["status"] if row else "failed"
+        for key, value in (row or {}).items():
+            if key.startswith("constraint_") and key != "constraint_violation" and value is not None and value == value:
+                trial.set_constraint(key.removeprefix("constraint_"), float(value))
+        if status == "complete":
+            ot_study.tell(trial, [float(row[m]) for m in study.objectives])
+        else:
+            ot_study.tell(trial, state=optuna.trial.TrialState.PRUNED if status == "infeasible"
+                          else optuna.trial.TrialState.FAIL)
+        told += 1
+    return told
 
 
 def _freeze_study(study: Study, study_dir: Path, check: bool) -> None:

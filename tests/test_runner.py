@@ -140,7 +140,7 @@ def test_interrupted_study_resumes_with_every_trial_exactly_once(tmp_path):
     proc.send_signal(signal.SIGINT)  # Ctrl-C after the first finished trial
     proc.communicate(timeout=120)
     before = set(load_results(out)["trial_id"])
-    assert 1 <= len(before) < 3 or len(before) == 3
+    assert len(before) >= 1  # the interrupted run kept what it finished
 
     done = subprocess.run(cli + ["--resume"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -149,3 +149,31 @@ def test_interrupted_study_resumes_with_every_trial_exactly_once(tmp_path):
     assert (df["status"] == "complete").all(), df[["status", "error"]]
     ot = optuna.load_study(study_name="resume", storage=f"sqlite:///{out / 'optuna.db'}")
     assert sorted(t.number for t in ot.trials if t.state == optuna.trial.TrialState.COMPLETE) == [0, 1, 2]
+
+
+def test_reconcile_tells_optuna_what_the_rows_say(tmp_path):
+    """A killed driver can leave Optuna trials RUNNING that the restored searcher no longer knows."""
+    from sr_search.results import spec_columns, write_trial_row
+    from sr_search.runner import reconcile_optuna, storage_url
+    from sr_search import PRESETS
+
+    study = load_study(write_study(tmp_path, "rec", "n_trials: 3\n"))
+    out = tmp_path / "run"
+    out.mkdir()
+    ot = optuna.create_study(study_name="rec", storage=storage_url(out), directions=["maximize", "maximize"])
+    for _ in range(3):
+        ot.ask()
+    spec = spec_columns(PRESETS["rtsrn-x2"])
+    write_trial_row(out, {"study": "rec", "trial_id": "0000", "status": "complete", **spec,
+                          "psnr_y": 30.5, "throughput": 12.0})
+    write_trial_row(out, {"study": "rec", "trial_id": "0001", "status": "infeasible", **spec,
+                          "constraint_max_params": 5.0})
+
+    assert reconcile_optuna(study, out, finished=False) == 2  # 0002 may still be resumed by Tune
+    trials = optuna.load_study(study_name="rec", storage=storage_url(out)).trials
+    assert trials[0].state == optuna.trial.TrialState.COMPLETE and trials[0].values == [30.5, 12.0]
+    assert trials[1].state == optuna.trial.TrialState.PRUNED and trials[1].constraints == {"max_params": 5.0}
+    assert trials[2].state == optuna.trial.TrialState.RUNNING
+
+    assert reconcile_optuna(study, out, finished=True) == 1
+    assert optuna.load_study(study_name="rec", storage=storage_url(out)).trials[2].state == optuna.trial.TrialState.FAIL
