@@ -26,7 +26,7 @@ SEARCH_KEYS = ("sampler", "n_trials", "seed", "baselines")
 ABLATION_KEYS = ("base", "factors", "design", "seeds")
 
 
-#: how `arch.format_validation_error` words one problem of a record with its own `__init__`
+#: how `_record.format_validation_error` words one problem of a record with its own `__init__`
 FIELD_LINE = re.compile(r"^(\S+) field '([^']+)':")
 
 

@@ -10,7 +10,9 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
+
+from ._record import Record
 
 from .errors import SrSearchError
 
@@ -24,10 +26,8 @@ COMMON_FIELDS = (
 )
 
 
-class ArchSpec(BaseModel):
+class ArchSpec(Record):
     """One candidate. Build it with `sr_search.build(spec)`; invalid values raise `SrSearchError`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     scale: Literal[2, 3, 4] = 4
     colors: Literal[1, 3] = 3
@@ -60,14 +60,6 @@ class ArchSpec(BaseModel):
     smooth_conv: bool = False
     upsampler: Literal["pixelshuffle", "progressive"] = "pixelshuffle"
     mean_shift: bool = False
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise SrSearchError(
-                format_validation_error(exc, "ArchSpec", allowed_fields=list(type(self).model_fields))
-            ) from None
 
     @model_validator(mode="before")
     @classmethod
@@ -164,21 +156,3 @@ BLOCK_FIELDS = tuple(
 
 def _digest(payload: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def format_validation_error(
-    exc: ValidationError, where: str, allowed_fields: list[str] | None = None
-) -> str:
-    """One line per problem: field path, the bad value and pydantic's statement of what is allowed."""
-    lines = []
-    for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-            if allowed_fields:
-                msg += f" (allowed: {', '.join(allowed_fields)})"
-        got = err.get("input")
-        got_text = "" if err["type"] == "missing" else f"; got {got!r}"
-        lines.append(f"{where} field {path!r}: {msg}{got_text}")
-    return "\n".join(lines)

@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
+from ._record import Record
 from .errors import SrSearchError
 
 if TYPE_CHECKING:
@@ -59,10 +60,10 @@ BUILTIN_VAL: dict[str, tuple[str, ...]] = {
 _SET_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
-class DataSpec(BaseModel):
+class DataSpec(Record):
     """Where the images come from; part of a study file (`data:`)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    record_name = "data"
 
     train: str = BUILTIN
     val: dict[str, str] = Field(default_factory=lambda: {"builtin": BUILTIN})
@@ -70,15 +71,6 @@ class DataSpec(BaseModel):
     val_max_size: int | None = Field(256, ge=8)
     train_max_images: int | None = Field(None, ge=1)
 
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            from .arch import format_validation_error
-
-            raise SrSearchError(
-                format_validation_error(exc, "data", allowed_fields=list(type(self).model_fields))
-            ) from None
 
     def __hash__(self) -> int:  # `val` is a dict; callers cache loaded data by DataSpec
         return hash((self.train, tuple(sorted(self.val.items())), self.val_max_size, self.train_max_images))

@@ -10,7 +10,7 @@ Metric arrays are numpy (H, W, C) or (H, W) in [0, 255], as in BasicSR.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -187,26 +187,10 @@ def evaluate(
         device = first.device if first is not None else torch.device("cpu")
     was_training = model.training
     model.eval()
-    per_set: dict[str, list[dict[str, float]]] = {}
     try:
         with torch.no_grad():
-            for set_name, images in val_sets.items():
-                rows = per_set.setdefault(set_name, [])
-                for img in images:
-                    lr, hr8 = _crop_pair(img, scale, multiple)
-                    if lr.shape[-3] != colors:
-                        raise SrSearchError(
-                            f"validation image {img.name!r} of set {set_name!r} has {lr.shape[-3]} channels; "
-                            f"the model takes colors={colors} (load_val with the same colors)"
-                        )
-                    out = model(lr.unsqueeze(0).to(device)).float()
-                    expected = (1, colors, hr8.shape[0], hr8.shape[1])
-                    if tuple(out.shape) != expected:
-                        raise SrSearchError(
-                            f"model output for validation image {img.name!r} has shape {tuple(out.shape)}, "
-                            f"expected {expected} (x{scale})"
-                        )
-                    rows.append(_score(to_uint8(out), hr8, scale, colors))
+            per_set = _score_sets(val_sets, scale, colors, multiple,
+                                  lambda lr: model(lr.unsqueeze(0).to(device)).float()[0])
     finally:
         model.train(was_training)
     return _aggregate(per_set)
@@ -221,6 +205,15 @@ def bicubic_baseline(
     the same pixels.
     """
     _check_sets(val_sets)
+    per_set = _score_sets(val_sets, scale, colors, multiple, lambda lr: imresize(lr.double(), float(scale)))
+    return _aggregate(per_set, prefix="bicubic_")
+
+
+def _score_sets(
+    val_sets: dict[str, list[ValImage]], scale: int, colors: int, multiple: int,
+    upscale: Callable[[torch.Tensor], torch.Tensor],
+) -> dict[str, list[dict[str, float]]]:
+    """Per set, the scores of `upscale(lr)` (a (C, H, W) LR -> (C, sH, sW)) against each HR image."""
     per_set: dict[str, list[dict[str, float]]] = {}
     for set_name, images in val_sets.items():
         rows = per_set.setdefault(set_name, [])
@@ -228,11 +221,18 @@ def bicubic_baseline(
             lr, hr8 = _crop_pair(img, scale, multiple)
             if lr.shape[-3] != colors:
                 raise SrSearchError(
-                    f"validation image {img.name!r} of set {set_name!r} has {lr.shape[-3]} channels, not {colors}"
+                    f"validation image {img.name!r} of set {set_name!r} has {lr.shape[-3]} channels; "
+                    f"the model takes colors={colors} (load_val with the same colors)"
                 )
-            up = imresize(lr.double(), float(scale))
-            rows.append(_score(to_uint8(up), hr8, scale, colors))
-    return _aggregate(per_set, prefix="bicubic_")
+            out = upscale(lr)
+            expected = (colors, hr8.shape[0], hr8.shape[1])
+            if tuple(out.shape) != expected:
+                raise SrSearchError(
+                    f"output for validation image {img.name!r} has shape {tuple(out.shape)}, "
+                    f"expected {expected} (x{scale})"
+                )
+            rows.append(_score(to_uint8(out), hr8, scale, colors))
+    return per_set
 
 
 __all__ = [

@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from torch import nn
 
-from .arch import ArchSpec, format_validation_error
+from .arch import ArchSpec
 from .cost import Cost, cost, count_macs, count_params, deploy_pair
+from ._record import Record
 from .errors import SrSearchError
 from .network import min_input_size
 from .timing_cache import TimingCache
@@ -56,7 +57,7 @@ class TimingError(SrSearchError):
     """The model could not be timed as the protocol asks (fp16 overflow or unsupported op, out of memory, no GPU)."""
 
 
-class TimingProtocol(BaseModel):
+class TimingProtocol(Record):
     """How to time: a frozen record, so two timings under the same protocol are comparable.
 
     Exactly one of `lr_size` (H, W of the LR input) or `hr_size` (H, W of the output; LR = HR / scale) is set.
@@ -64,7 +65,6 @@ class TimingProtocol(BaseModel):
     intra-op threads on CPU during timing (default 1) and is restored afterwards; it is not allowed on CUDA.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.+-]+$")
     device: Literal["cuda", "cpu"]
@@ -80,13 +80,6 @@ class TimingProtocol(BaseModel):
     threads: int | None = Field(None, ge=1, le=1024)
     ntire: bool = False
 
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise SrSearchError(
-                format_validation_error(exc, "TimingProtocol", allowed_fields=list(type(self).model_fields))
-            ) from None
 
     @model_validator(mode="before")
     @classmethod

@@ -17,24 +17,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 from torch import nn
 
 from .data import TrainData, check_patch
+from ._record import Record
 from .errors import SrSearchError
 
 Metrics = dict[str, float]
 CHARBONNIER_EPS = 1e-3
 
 
-class TrainBudget(BaseModel):
+class TrainBudget(Record):
     """How one candidate is trained; part of a study file (`train:`)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    record_name = "train"
 
     iterations: int = Field(1000, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -54,15 +55,6 @@ class TrainBudget(BaseModel):
     amp: bool = True
     grad_clip: float | None = Field(None, gt=0)
 
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            from .arch import format_validation_error
-
-            raise SrSearchError(
-                format_validation_error(exc, "train", allowed_fields=list(type(self).model_fields))
-            ) from None
 
     @field_validator("milestones")
     @classmethod

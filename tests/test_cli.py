@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 import sr_search.runner
@@ -46,7 +45,7 @@ def test_bad_study_exits_1_and_names_file_and_key(tmp_path):
 
 def test_validate_lists_every_problem_and_exits_1(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f"name: bad\nspace: missing.yaml\ntrain: {{iterations: -5}}\n")
+    bad.write_text("name: bad\nspace: missing.yaml\ntrain: {iterations: -5}\n")
     result = runner.invoke(app, ["validate", str(bad)])
     assert result.exit_code == 1
     assert "missing.yaml" in result.output and "iterations" in result.output

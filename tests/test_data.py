@@ -23,14 +23,6 @@ from sr_search.data import (
 from sr_search.errors import SrSearchError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensor ops thrash when two intra-op threads compete with other processes on a 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # --- imresize ---------------------------------------------------------------------------------------
 # Keys cubic, a = -0.5: k(0.25) = 111/128, k(0.75) = 29/128, k(1.25) = -9/128, k(1.75) = -3/128

@@ -3,7 +3,6 @@
 Budgets are tiny (a few iterations on 24x24 timing inputs), so these test the orchestration, not the science.
 """
 
-import os
 import signal
 import subprocess
 import sys

@@ -18,13 +18,6 @@ from sr_search.metrics import bicubic_baseline, evaluate
 from sr_search.train import TrainBudget, load_checkpoint, lr_at, run
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class Tiny(nn.Module):
     """conv - BN - PReLU - conv - shuffle + nearest skip: small enough to train in milliseconds."""
