@@ -331,18 +331,8 @@ def launch(
         echo(describe_plan(study, plan, study_dir))
         return study_dir
 
-    experiment = study_dir / EXPERIMENT
-    started = experiment.exists() and tune.Tuner.can_restore(str(experiment))
-    finished = len(results_mod.load_results(study_dir)) if study_dir.is_dir() else 0
-    if started and finished >= plan.total:
-        echo(f"Study {study.name!r} already finished: {finished} trials in {study_dir}. "
-             f"Report: sr-search report {study_dir}")
+    if _already_finished(study, plan, study_dir, resume, echo):
         return study_dir
-    if started and not resume:
-        raise SrSearchError(f"{study_dir} already holds study {study.name!r} ({finished}/{plan.total} trials); "
-                            f"pass --resume to continue it or --out to start another")
-    if resume and not started:
-        raise SrSearchError(f"nothing to resume in {study_dir}: no Tune experiment there yet (drop --resume)")
     _freeze_study(study, study_dir, check=resume)
 
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -353,26 +343,7 @@ def launch(
     echo(f"Study {study.name!r}: {plan.total} trials -> {study_dir}")
     echo(f"Optuna storage (watch it with optuna-dashboard): {storage_url(study_dir)}")
     try:
-        trainable = tune.with_resources(
-            tune.with_parameters(_trainable, study=study, study_dir=str(study_dir),
-                                 exclusive=_exclusive_timing(study)),
-            {"cpu": study.resources.cpus_per_trial, "gpu": study.resources.gpus_per_trial},
-        )
-        progress = StudyProgress(study, study_dir, plan.total, dashboard, echo)
-        run_config = tune.RunConfig(
-            name=EXPERIMENT, storage_path=str(study_dir), verbose=0, callbacks=[progress], log_to_file=True,
-            failure_config=tune.FailureConfig(max_failures=study.resources.max_failures),
-        )
-        if resume:
-            tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=False)
-        else:
-            tuner = tune.Tuner(
-                trainable, run_config=run_config,
-                tune_config=tune.TuneConfig(search_alg=_new_searcher(study, plan, study_dir), num_samples=plan.total,
-                                            max_concurrent_trials=study.resources.concurrency,
-                                            trial_dirname_creator=trial_dirname, reuse_actors=True),
-            )
-        tuner.fit()
+        _tuner(study, plan, study_dir, resume, StudyProgress(study, study_dir, plan.total, dashboard, echo)).fit()
         _retime_front(study, study_dir, echo)
         reconcile_optuna(study, study_dir, finished=len(results_mod.load_results(study_dir)) >= plan.total)
     finally:
@@ -415,6 +386,41 @@ def reconcile_optuna(study: Study, study_dir: Path, *, finished: bool) -> int:
                           else optuna.trial.TrialState.FAIL)
         told += 1
     return told
+
+
+def _already_finished(study: Study, plan: Plan, study_dir: Path, resume: bool, echo: Echo) -> bool:
+    """True (and says so) for a finished study; refuses to mix a new run into an unfinished one."""
+    started = tune.Tuner.can_restore(str(study_dir / EXPERIMENT)) if (study_dir / EXPERIMENT).exists() else False
+    finished = len(results_mod.load_results(study_dir)) if study_dir.is_dir() else 0
+    if started and finished >= plan.total:
+        echo(f"Study {study.name!r} already finished: {finished} trials in {study_dir}.")
+        return True
+    if started and not resume:
+        raise SrSearchError(f"{study_dir} already holds study {study.name!r} ({finished}/{plan.total} trials); "
+                            f"pass --resume to continue it or --out to start another")
+    if resume and not started:
+        raise SrSearchError(f"nothing to resume in {study_dir}: no Tune experiment there yet (drop --resume)")
+    return False
+
+
+def _tuner(study: Study, plan: Plan, study_dir: Path, resume: bool, progress: StudyProgress) -> tune.Tuner:
+    """A new Tune experiment in <dir>/ray driven by the Optuna study, or the interrupted one, restored."""
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, study=study, study_dir=str(study_dir), exclusive=_exclusive_timing(study)),
+        {"cpu": study.resources.cpus_per_trial, "gpu": study.resources.gpus_per_trial},
+    )
+    if resume:  # Tune restores its trials, the searcher (Optuna) state and our callback
+        return tune.Tuner.restore(str(study_dir / EXPERIMENT), trainable, resume_unfinished=True,
+                                  resume_errored=False)
+    run_config = tune.RunConfig(
+        name=EXPERIMENT, storage_path=str(study_dir), verbose=0, callbacks=[progress], log_to_file=True,
+        failure_config=tune.FailureConfig(max_failures=study.resources.max_failures),
+    )
+    tune_config = tune.TuneConfig(
+        search_alg=_new_searcher(study, plan, study_dir), num_samples=plan.total,
+        max_concurrent_trials=study.resources.concurrency, trial_dirname_creator=trial_dirname, reuse_actors=True,
+    )
+    return tune.Tuner(trainable, run_config=run_config, tune_config=tune_config)
 
 
 def _freeze_study(study: Study, study_dir: Path, check: bool) -> None:
