@@ -4,6 +4,8 @@ any other failure -> exit 2 (DESIGN 4.1)."""
 from __future__ import annotations
 
 import functools
+import os
+import traceback
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -38,7 +40,10 @@ def _guarded(fn: Callable) -> Callable:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
         except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
-            typer.echo(f"runtime failure: {type(exc).__name__}: {exc}", err=True)
+            if os.environ.get("SR_SEARCH_DEBUG"):
+                traceback.print_exc()
+            typer.echo(f"runtime failure: {type(exc).__name__}: {exc} (SR_SEARCH_DEBUG=1 shows the traceback)",
+                       err=True)
             raise typer.Exit(EXIT_RUNTIME) from None
 
     return wrapper
