@@ -327,6 +327,7 @@ def launch(
         study = study.with_overrides(n_trials=n_trials)
     study_dir = study_directory(study, out_dir).resolve()
     plan = make_plan(study)
+    _check_devices(study)
     if dry_run:
         echo(describe_plan(study, plan, study_dir))
         return study_dir
@@ -386,6 +387,17 @@ def reconcile_optuna(study: Study, study_dir: Path, *, finished: bool) -> int:
                           else optuna.trial.TrialState.FAIL)
         told += 1
     return told
+
+
+def _check_devices(study: Study) -> None:
+    """A CUDA timing protocol needs trials that hold a GPU; say so before anything starts."""
+    protocol = study.timing_protocol("cuda" if study.resources.gpus_per_trial > 0 else "cpu")
+    if protocol.device == "cuda" and study.resources.gpus_per_trial == 0:
+        raise SrSearchError(
+            f"study {study.name!r}: timing protocol {protocol.name!r} times on CUDA, but trials get no GPU "
+            f"(resources.gpus_per_trial is 0{'' if torch.cuda.is_available() else '; this machine has no CUDA'}). "
+            f"Set resources.gpus_per_trial (1 for exclusive timings) or use timing: cpu"
+        )
 
 
 def _already_finished(study: Study, plan: Plan, study_dir: Path, resume: bool, echo: Echo) -> bool:

@@ -14,7 +14,7 @@ import optuna
 import pytest
 import ray
 
-from sr_search import load_results, load_study
+from sr_search import SrSearchError, load_results, load_study
 from sr_search.export import export
 from sr_search.report import write_report
 from sr_search.runner import launch
@@ -176,3 +176,11 @@ def test_reconcile_tells_optuna_what_the_rows_say(tmp_path):
 
     assert reconcile_optuna(study, out, finished=True) == 1
     assert optuna.load_study(study_name="rec", storage=storage_url(out)).trials[2].state == optuna.trial.TrialState.FAIL
+
+
+def test_cuda_protocol_without_gpus_is_refused_before_anything_starts(tmp_path):
+    path = write_study(tmp_path, "gpu", "n_trials: 1\nresources: {gpus_per_trial: 0}\n")
+    path.write_text(path.read_text().replace(TIMING, "timing: ntire23-x2\n"))
+    with pytest.raises(SrSearchError, match="gpus_per_trial"):
+        launch(load_study(path), out_dir=tmp_path / "run", echo=lambda _: None)
+    assert not (tmp_path / "run").exists()
