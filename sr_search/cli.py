@@ -173,7 +173,7 @@ def export(
 @_guarded
 def status(study_dir: Path = typer.Argument(..., help="a study directory, possibly still running")) -> None:
     """Progress of a study running here or elsewhere (reads its directory)."""
-    from .runner import status as study_status
+    from .progress import status as study_status
 
     typer.echo(study_status(study_dir))
 
