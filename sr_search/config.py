@@ -33,7 +33,6 @@ heavy starts. Keys::
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 from pathlib import Path
@@ -50,6 +49,7 @@ from ._yaml import (Doc, KeyPath, Problem, did_you_mean, is_number, key_text, ra
 from .arch import ArchSpec
 from .data import BUILTIN, DataSpec
 from .errors import SrSearchError
+from .presets import preset as resolve_preset
 from .space import GridPoint, SearchSpace, describe_space, load_space
 from .space_file import SPACE_KEYS, parse_space
 from .timing import TimingProtocol
@@ -289,16 +289,6 @@ def _resolve(value: Any, info: ValidationInfo) -> Any:
 @functools.lru_cache(maxsize=16)
 def _cached_space(path: str, mtime_ns: int) -> SearchSpace:
     return load_space(path)
-
-
-def resolve_preset(name: str) -> ArchSpec:
-    from .presets import PRESETS
-
-    if name not in PRESETS:
-        close = difflib.get_close_matches(name, PRESETS, n=4, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise SrSearchError(f"unknown preset {name!r}; {hint}presets: {', '.join(PRESETS)}")
-    return PRESETS[name]
 
 
 # --- loading and checking -----------------------------------------------------------------------------------

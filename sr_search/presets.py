@@ -14,7 +14,10 @@ Each reproduces the released model's deployed parameter count exactly (deduplica
 
 from __future__ import annotations
 
+import difflib
+
 from .arch import ArchSpec
+from .errors import SrSearchError
 
 ECBSR_SIZES = {"m4c8": (4, 8), "m4c16": (4, 16), "m8c16": (8, 16), "m10c32": (10, 32), "m16c64": (16, 64)}
 SCALES = (2, 3, 4)
@@ -84,19 +87,18 @@ RELEASED_PARAMS: dict[str, int] = {
 }
 
 
+def preset(name: str) -> ArchSpec:
+    """A preset by name; an unknown name lists the closest ones and every preset."""
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name, PRESETS, n=4, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise SrSearchError(f"unknown preset {name!r}; {hint}presets: {', '.join(PRESETS)}; "
+                            f"or pass an ArchSpec as JSON")
+    return PRESETS[name]
+
+
 def resolve(name_or_json: str, scale: int | None = None) -> ArchSpec:
     """A preset name or an ArchSpec JSON object; `scale` overrides the scale (x2/x3 of the same model)."""
-    from .errors import SrSearchError
-
     text = name_or_json.strip()
-    if text.startswith("{"):
-        spec = ArchSpec.from_json(text)
-    elif text in PRESETS:
-        spec = PRESETS[text]
-    else:
-        close = [n for n in PRESETS if text.split("-x")[0] in n][:6]
-        hint = f"; did you mean: {', '.join(close)}" if close else ""
-        raise SrSearchError(
-            f"unknown preset {text!r}{hint}. Presets: {', '.join(PRESETS)}; or pass an ArchSpec as JSON"
-        )
+    spec = ArchSpec.from_json(text) if text.startswith("{") else preset(text)
     return spec.replace(scale=scale) if scale is not None and scale != spec.scale else spec

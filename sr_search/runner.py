@@ -35,7 +35,7 @@ from .errors import SrSearchError
 from .pareto import pareto_front
 from .presets import PRESETS
 from .progress import progress_line, summarize, write_progress
-from .trial import TrialTask, pick_device, retime, run_trial
+from .trial import TrialTask, pick_device, retime, run_trial, task_columns
 
 Echo = Callable[[str], None]
 EXPERIMENT = "ray"  # Tune experiment folder inside the study directory (DESIGN 4.5)
@@ -158,11 +158,15 @@ def _new_searcher(study: Study, plan: Plan, study_dir: Path) -> StudySearch:
 
 def _trainable(config: dict[str, Any], study: Study, study_dir: str, exclusive: bool) -> None:
     torch.set_num_threads(max(1, int(study.resources.cpus_per_trial)))
-    task = TrialTask(trial_id=config["trial_id"], spec=ArchSpec.from_json(config["arch"]), seed=config["seed"],
-                     baseline=config.get("baseline"), factor=config.get("factor"), level=config.get("level"))
-    row = run_trial(task, study, Path(study_dir), device=pick_device(study.resources.gpus_per_trial),
+    row = run_trial(task_of(config), study, Path(study_dir), device=pick_device(study.resources.gpus_per_trial),
                     exclusive_timing=exclusive, report=tune.report)
     tune.report(final_metrics(row))
+
+
+def task_of(config: dict[str, Any]) -> TrialTask:
+    """The trial a Tune config (as built by `CandidateSpace`) stands for."""
+    return TrialTask(trial_id=config["trial_id"], spec=ArchSpec.from_json(config["arch"]), seed=config["seed"],
+                     baseline=config.get("baseline"), factor=config.get("factor"), level=config.get("level"))
 
 
 def trial_dirname(trial: Any) -> str:
@@ -204,6 +208,7 @@ class StudyProgress(tune.Callback):
         self.last_write = self.last_print = 0.0
         self.last_counts: tuple[int, int] | None = None
         self.running = 0
+        self.summary: dict[str, Any] | None = None
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         config = trial.config
@@ -213,12 +218,8 @@ class StudyProgress(tune.Callback):
         if trial.error_file and Path(trial.error_file).exists():
             lines = Path(trial.error_file).read_text().strip().splitlines()
             reason = f"trial crashed: {lines[-1] if lines else 'no message'}"
-        spec = ArchSpec.from_json(config["arch"])
         results_mod.write_trial_row(self.study_dir, {
-            "study": self.study.name, "trial_id": config["trial_id"], "status": "failed", "error": reason,
-            **results_mod.spec_columns(spec), "seed": config.get("seed"), "baseline": config.get("baseline"),
-            "factor": config.get("factor"),
-            "level": None if config.get("factor") in (None, "base") else str(config.get("level")),
+            **task_columns(task_of(config), self.study.name), "status": "failed", "error": reason,
         })
         self._write(force=True)
 
@@ -238,7 +239,9 @@ class StudyProgress(tune.Callback):
         self.last_write = now
         if trials is not None:
             self.running = sum(t.status == "RUNNING" for t in trials)
-        state = summarize(self.study_dir, self.study.objectives, self.total)
+        if force or self.summary is None:  # rows change only when a trial ends: re-read them only then
+            self.summary = summarize(self.study_dir, self.study.objectives, self.total)
+        state = dict(self.summary)
         phase = ("finished" if state["finished"] >= self.total else "stopped") if final else "running"
         state.update(running=0 if final else self.running, elapsed_s=round(now - self.started, 1),
                      dashboard=self.dashboard, updated_at=now, state=phase)

@@ -46,6 +46,15 @@ class TrialTask:
     level: Any = None
 
 
+def task_columns(task: TrialTask, study_name: str) -> dict[str, Any]:
+    """The columns a trial's row has whatever happens to it: who it is and what it was asked to run."""
+    return {
+        "study": study_name, "trial_id": task.trial_id, **spec_columns(task.spec), "baseline": task.baseline,
+        "factor": task.factor, "level": None if task.factor in (None, "base") else str(task.level),
+        "seed": task.seed,
+    }
+
+
 def versions() -> str:
     import numpy
     import pandas
@@ -92,13 +101,8 @@ def run_trial(
         return existing
     spec = task.spec
     protocol = study.timing_protocol(device)
-    row: dict[str, Any] = {
-        "study": study.name, "trial_id": task.trial_id, "status": "complete", "error": None,
-        **spec_columns(spec), "baseline": task.baseline, "factor": task.factor,
-        "level": None if task.factor in (None, "base") else str(task.level), "seed": task.seed,
-        "started_at": _now(), "host": socket.gethostname(), "versions": versions(),
-        "timing_protocol": protocol.name,
-    }
+    row = {**task_columns(task, study.name), "status": "complete", "error": None, "started_at": _now(),
+           "host": socket.gethostname(), "versions": versions(), "timing_protocol": protocol.name}
 
     def finish(status: str, error: str | None = None) -> dict[str, Any]:
         row.update(status=status, error=error, finished_at=_now())
