@@ -10,7 +10,7 @@ STUDY ?= studies/repsr_ablation.yaml
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sr-search-installed
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench gpu-check clean
 
 install: $(STAMP)
 
@@ -26,6 +26,11 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+# On the machine's first GPU: CUDA tests, deploy on CUDA (fp32/fp16), a tiny GPU study, timing vs a hand-written
+# CUDA-event loop. Prints "no GPU" and exits 0 where there is none.
+gpu-check: install
+	$(PY) tools/gpu_check.py
 
 bench: install
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

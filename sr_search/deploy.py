@@ -56,13 +56,18 @@ def check_equivalence(
 ) -> float:
     """Max abs difference between `model` in eval mode and `deployed` on random unit-scale inputs.
 
-    Borders are included. With `tolerance`, raise `SrSearchError` when the error exceeds it. The model's
-    train/eval mode is restored afterwards.
+    Borders are included. The inputs are made on the model's device and in its dtype (a float64 model is compared
+    in float64). With `tolerance`, raise `SrSearchError` when the error exceeds it. The model's train/eval mode is
+    restored afterwards.
     """
     spec = getattr(model, "spec", None)
     colors = spec.colors if spec is not None else 3
     h, w = size or default_check_size(model)
     param = next(model.parameters())
+    if param.device.type == "meta":
+        raise SrSearchError("check_equivalence: the model is on the meta device, which has shapes but no values; "
+                            "compare on a real device")
+    # drawn on the CPU (a seeded generator gives the same input on every device), then placed like the model
     x = torch.rand(batch, colors, h, w, generator=torch.Generator().manual_seed(seed)).to(param.device, param.dtype)
     was_training = model.training
     model.eval()

@@ -48,7 +48,8 @@ def export(study_dir: str | Path, trial_id: str, fmt: str = "pt", out: str | Pat
     trained = load_trained(study_dir, trial_id)
     deployed = reparameterize(trained)
     h, w = default_check_size(trained)
-    example = torch.rand(1, trained.spec.colors, h, w)
+    param = next(trained.parameters())
+    example = torch.rand(1, trained.spec.colors, h, w, device=param.device, dtype=param.dtype)
     out = Path(out) if out else Path(study_dir) / "export" / f"{trial_id}.{fmt}"
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "pt":
@@ -69,7 +70,7 @@ def _export_onnx(trained: torch.nn.Module, deployed: torch.nn.Module, example: t
     torch.onnx.export(deployed, (example,), str(out), input_names=["lr"], output_names=["sr"],
                       dynamic_axes={"lr": {0: "batch", 2: "height", 3: "width"}}, dynamo=False)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    x = torch.rand(2, *example.shape[1:], generator=torch.Generator().manual_seed(0))
+    x = torch.rand(2, *example.shape[1:], generator=torch.Generator().manual_seed(0)).to(example)
     with torch.no_grad():
         expected = trained(x)
     got = torch.from_numpy(session.run(None, {"lr": x.numpy()})[0])

@@ -182,15 +182,17 @@ def evaluate(
 
         check_val(spec, val_sets)
         multiple = spec.unshuffle
+    first = next(model.parameters(), None)
     if device is None:
-        first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
+    # the model's dtype (float64, or fp16 weights) decides the input's; the scores are computed in float64 anyway
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             per_set = _score_sets(val_sets, scale, colors, multiple,
-                                  lambda lr: model(lr.unsqueeze(0).to(device)).float()[0])
+                                  lambda lr: model(lr.unsqueeze(0).to(device, dtype)).float()[0])
     finally:
         model.train(was_training)
     return _aggregate(per_set)

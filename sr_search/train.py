@@ -11,6 +11,8 @@ stops updating them, while gamma/beta keep training, so the final phase trains t
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import os
 import time
@@ -51,10 +53,16 @@ class TrainBudget(Record):
     val_every: int = Field(0, ge=0)
     #: state_dict to start from (RLFN's multi-stage training: each stage warm-starts from the previous one)
     warm_start: str | None = None
-    #: mixed precision (fp16 autocast + loss scaling); only used on CUDA
-    amp: bool = True
+    #: mixed precision: 'auto' is fp16 autocast with loss scaling on CUDA and full precision elsewhere; 'fp16' and
+    #: 'bf16' autocast on any device (bf16 needs no loss scaling); 'off' trains in the model's dtype.
+    #: true/false mean auto/off.
+    amp: Literal["auto", "fp16", "bf16", "off"] = "auto"
     grad_clip: float | None = Field(None, gt=0)
 
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_switch(cls, value: object) -> object:
+        return {True: "auto", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator("milestones")
     @classmethod
@@ -75,6 +83,34 @@ class TrainResult:
     error: str | None = None
     history: list[tuple[int, float]] = field(default_factory=list)  # (iteration, mean loss of its window)
     validations: list[tuple[int, Metrics]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MixedPrecision:
+    """How a training step computes: the autocast dtype (None: the model's own dtype) on `device_type`, and whether
+    the loss is scaled (fp16 only: its narrow range underflows small gradients; bf16 has fp32's range)."""
+
+    device_type: str
+    dtype: torch.dtype | None = None
+
+    @property
+    def scaled(self) -> bool:
+        return self.dtype == torch.float16
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def scaler(self) -> torch.amp.GradScaler | None:
+        return torch.amp.GradScaler(self.device_type) if self.scaled else None
+
+
+def mixed_precision(amp: str, device: torch.device) -> MixedPrecision:
+    """The precision plan for `budget.amp` on `device` ('auto' = fp16 on CUDA only)."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return MixedPrecision(device.type)
+    return MixedPrecision(device.type, torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 def lr_at(budget: TrainBudget, iteration: int) -> float:
@@ -178,13 +214,15 @@ def run(
     generator = torch.Generator().manual_seed(seed)
     # foreach: one fused update over all tensors (default on CUDA only); ~2x faster steps for small nets on CPU
     optimizer = torch.optim.Adam(model.parameters(), lr=lr_at(budget, 0), foreach=True)
-    use_amp = budget.amp and dev.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    precision = mixed_precision(budget.amp, dev)
+    scaler = precision.scaler()
     loss_fn = _loss_fn(budget.loss)
     total, bs, patch = budget.iterations, budget.batch_size, budget.lr_patch
     freeze_at = None if frozen_bn is None else int(frozen_bn * total)
     window = _log_window(total)
-    move = train_data.device != dev
+    # batches follow the model: its device, and its dtype (a float64 model trains on float64 patches)
+    dtype = next(model.parameters()).dtype
+    move = train_data.device != dev or dtype != torch.float32
 
     history: list[tuple[int, float]] = []
     validations: list[tuple[int, Metrics]] = []
@@ -220,26 +258,10 @@ def run(
                 current_lr = lr
             lr_batch, hr_batch = train_data.batch(bs, patch, generator)
             if move:
-                lr_batch = lr_batch.to(dev, non_blocking=True)
-                hr_batch = hr_batch.to(dev, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is None:
-                loss = loss_fn(model(lr_batch), hr_batch)
-                loss.backward()
-                if budget.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), budget.grad_clip)
-                optimizer.step()
-            else:
-                with torch.autocast("cuda", dtype=torch.float16):
-                    out = model(lr_batch)
-                loss = loss_fn(out.float(), hr_batch)
-                scaler.scale(loss).backward()
-                if budget.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), budget.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            pending.append(loss.detach())
+                lr_batch = lr_batch.to(dev, dtype, non_blocking=True)
+                hr_batch = hr_batch.to(dev, dtype, non_blocking=True)
+            loss = _step(model, optimizer, loss_fn, lr_batch, hr_batch, precision, scaler, budget.grad_clip)
+            pending.append(loss)
             done = it + 1
             validate_now = val_fn is not None and (
                 done == total or (budget.val_every > 0 and done % budget.val_every == 0)
@@ -255,15 +277,59 @@ def run(
                 history.append((done, sum(values) / len(values)))
             if validate_now:
                 validate(done)
-    except torch.OutOfMemoryError as exc:
+    except torch.OutOfMemoryError as exc:  # raised by GPU allocators only (CUDA, ...)
+        first_line = str(exc).splitlines()[0] if str(exc) else "no details"
+        oom = f"out of GPU memory at iteration {done + 1} (batch {bs}, LR patch {patch}): {first_line}"
+    else:
+        oom = None
+    if oom is not None:  # out of the except clause, so its traceback no longer pins the step's tensors
         pending.clear()
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
-        first_line = str(exc).splitlines()[0] if str(exc) else "out of memory"
-        return fail(f"out of memory at iteration {done + 1} (batch {bs}, LR patch {patch}): {first_line}")
+        optimizer.zero_grad(set_to_none=True)
+        release_memory(dev)
+        return fail(oom)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - start - val_seconds
     if checkpoint_path is not None:
         save_checkpoint(model, checkpoint_path)
     return TrainResult(done, seconds, history[-1][1], "complete", None, history, validations)
+
+
+def _step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    lr_batch: torch.Tensor,
+    hr_batch: torch.Tensor,
+    precision: MixedPrecision,
+    scaler: torch.amp.GradScaler | None,
+    grad_clip: float | None,
+) -> torch.Tensor:
+    """One optimisation step; returns the detached loss (read back to the host later, once per window).
+
+    With loss scaling, gradients are unscaled before clipping and a step whose gradients overflowed is skipped by
+    the scaler (which then lowers the scale), as torch.amp prescribes."""
+    optimizer.zero_grad(set_to_none=True)
+    with precision.autocast():
+        out = model(lr_batch)
+    loss = loss_fn(out.to(hr_batch.dtype), hr_batch)  # the loss in the data's precision, never in fp16
+    if scaler is None:
+        loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        if grad_clip is not None:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    return loss.detach()
+
+
+def release_memory(device: torch.device) -> None:
+    """Hand freed GPU memory back after a failure, so the next trial on this worker starts clean."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

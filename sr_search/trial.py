@@ -136,7 +136,22 @@ def run_trial(
         broken = ", ".join(f"{k} exceeded by {v:g}" for k, v in violations.items() if v > 0)
         return finish("infeasible", f"violates the space's constraints: {broken}")
 
-    # 2. Train.
+    # 2. Train, deploy, evaluate, time: a GPU running out of memory in any of them fails this trial only.
+    try:
+        return _train_deploy_evaluate(task, study, study_dir, device, cache, exclusive_timing, measured, row, finish,
+                                      report)
+    except torch.OutOfMemoryError as exc:  # GPU allocators only; train.run names the iteration itself
+        first_line = str(exc).splitlines()[0] if str(exc) else "no details"
+        stage = "after training (deploy, evaluation or timing)" if "train_iterations" in row else "while training"
+        oom = (f"out of GPU memory {stage} (batch {study.train.batch_size}, LR patch {study.train.lr_patch}): "
+               f"{first_line}")
+    train.release_memory(device)  # outside the except clause: its traceback no longer pins the tensors
+    return finish("failed", oom)
+
+
+def _train_deploy_evaluate(task, study, study_dir, device, cache, exclusive_timing, measured, row, finish, report):
+    spec = task.spec
+    protocol = study.timing_protocol(device)
     torch.manual_seed(task.seed)
     try:
         train_data = _train_data(study.data, spec.scale, spec.colors, str(device))
@@ -161,6 +176,8 @@ def run_trial(
         return finish("failed", str(exc))
     row.update(train_iterations=result.iterations, train_seconds=result.seconds, final_loss=result.final_loss)
     if result.status != "complete":
+        del model
+        train.release_memory(device)
         return finish("failed", result.error)
 
     # 3. Deploy and check that it is the same function.

@@ -2,6 +2,16 @@ import pytest
 import torch
 
 
+def pytest_collection_modifyitems(config, items):
+    """`@pytest.mark.cuda` tests need a CUDA GPU: skipped cleanly without one (`make gpu-check` runs them)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_one_thread_torch():
     """Seeded, and one intra-op thread: small tensor ops thrash when two threads compete with other processes

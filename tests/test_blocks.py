@@ -93,6 +93,42 @@ def test_deployed_equals_trained_in_eval(block, seed):
     assert err <= 1e-4, f"{spec.to_json()}: max abs error {err}"
 
 
+def _border_spec(block: str) -> ArchSpec:
+    """The border cases of the merge: identity paths, BN everywhere and 1x1-then-3x3 forms (bias padding)."""
+    border = {"rep": dict(branch_form="c1_bn_c3", residual="bn", branches=3), "ecb": dict(with_idt=True)}
+    return ArchSpec(block=block, channels=8, depth=2, colors=3, **border.get(block, {}))
+
+
+@pytest.mark.parametrize("case", ["border", *range(4)])
+@pytest.mark.parametrize("block", sorted(REGISTRY))
+def test_float64_models_deploy_in_float64_exactly(block, case):
+    """Device and dtype follow the model (DESIGN 9): a float64 model deploys to float64 and matches to 1e-10."""
+    spec = _border_spec(block) if case == "border" else random_spec(block, random.Random(f"f64-{block}-{case}"))
+    model = build(spec).double()
+    randomize_statistics(model, torch.Generator().manual_seed(3))
+    deployed = reparameterize(model)
+    assert {p.dtype for p in deployed.parameters()} == {torch.float64}
+    assert {b.dtype for b in deployed.buffers() if b.is_floating_point()} <= {torch.float64}
+    err = check_equivalence(model, deployed, size=(15 * spec.unshuffle, 21 * spec.unshuffle))  # odd sizes
+    assert err <= 1e-10, f"{spec.to_json()}: float64 max abs error {err}"
+
+
+@pytest.mark.parametrize("case", ["border", *range(2)])
+@pytest.mark.parametrize("block", sorted(REGISTRY))
+def test_models_on_the_meta_device_deploy_there(block, case):
+    """`meta` stands in for CUDA on a CPU-only machine: one tensor made on the default device fails the merge."""
+    spec = _border_spec(block) if case == "border" else random_spec(block, random.Random(f"meta-{block}-{case}"))
+    reference = reparameterize(build(spec))
+    deployed = reparameterize(build(spec).to("meta"))
+    assert {p.device.type for p in deployed.parameters()} == {"meta"}
+    assert [(n, p.shape) for n, p in deployed.named_parameters()] == \
+        [(n, p.shape) for n, p in reference.named_parameters()]
+    x = torch.empty(1, spec.colors, 16 * spec.unshuffle, 16 * spec.unshuffle, device="meta")
+    assert deployed(x).shape == (1, spec.colors, 16 * spec.unshuffle * spec.scale, 16 * spec.unshuffle * spec.scale)
+    with pytest.raises(SrSearchError, match="meta"):
+        check_equivalence(build(spec).to("meta"), deployed)
+
+
 @pytest.mark.parametrize("block", sorted(REGISTRY))
 def test_deployed_form_has_no_training_structure(block):
     spec = random_spec(block, random.Random(block))
@@ -176,3 +212,16 @@ def test_specs_are_canonical_and_round_trip():
     assert spec == ArchSpec(block="rep", channels=16, branches=2, width_mult=2.0, bn=True)
     assert hash(spec) == hash(ArchSpec.from_json(spec.to_json()))
     assert spec.replace(block="ecb").block_fields() == {"width_mult": 2.0, "with_idt": False}
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.float16, 2e-2)])
+@pytest.mark.parametrize("block", sorted(REGISTRY))
+def test_cuda_models_deploy_on_cuda(block, dtype, tolerance):
+    spec = _border_spec(block)
+    model = build(spec)
+    randomize_statistics(model, torch.Generator().manual_seed(4))
+    model = model.to("cuda", dtype)
+    deployed = reparameterize(model)
+    assert {(p.device.type, p.dtype) for p in deployed.parameters()} == {("cuda", dtype)}
+    assert check_equivalence(model, deployed) <= tolerance

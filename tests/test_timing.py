@@ -21,7 +21,6 @@ from sr_search.timing import (
     default_protocol, device_name, format_table, get_protocol, lr_shape, measure, time_spec, timing_table,
 )
 
-cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 TINY = TimingProtocol(name="tiny", device="cpu", lr_size=(16, 20), warmup=1, reps=3)
 SMALL_SPEC = ArchSpec(block="plain", scale=2, colors=3, channels=8, depth=2)
@@ -405,7 +404,7 @@ def test_timing_table_and_its_text(tmp_path, monkeypatch):
 # --- CUDA (skipped without a GPU) -----------------------------------------------------------------------------
 
 
-@cuda_only
+@pytest.mark.cuda
 def test_cuda_measure_fp16_restores_cudnn_flag():
     proto = TimingProtocol(name="cuda-tiny", device="cuda", precision="fp16", batch=2, hr_size=(64, 96),
                            warmup=2, reps=5, cudnn_benchmark=True, channels_last=True)
@@ -419,14 +418,14 @@ def test_cuda_measure_fp16_restores_cudnn_flag():
     assert next(model.parameters()).device.type == "cpu" and next(model.parameters()).dtype == torch.float32
 
 
-@cuda_only
+@pytest.mark.cuda
 def test_cuda_fp16_overflow_is_an_error():
     proto = TimingProtocol(name="cuda-half", device="cuda", precision="fp16", lr_size=(16, 20), warmup=1, reps=2)
     with pytest.raises(TimingError, match="not finite in fp16"):
         measure(Overflow(), proto, spec=SMALL_SPEC)
 
 
-@cuda_only
+@pytest.mark.cuda
 def test_cuda_timing_is_cached_per_gpu_name(tmp_path):
     proto = TimingProtocol(name="cuda-tiny", device="cuda", lr_size=(32, 32), warmup=1, reps=3)
     cache = TimingCache(tmp_path / "tc.parquet")

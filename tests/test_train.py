@@ -15,7 +15,7 @@ from sr_search.blocks._layers import FreezableBN
 from sr_search.data import DataSpec, load_train, load_val
 from sr_search.errors import SrSearchError
 from sr_search.metrics import bicubic_baseline, evaluate
-from sr_search.train import TrainBudget, load_checkpoint, lr_at, run
+from sr_search.train import TrainBudget, load_checkpoint, lr_at, mixed_precision, run
 
 
 
@@ -154,7 +154,60 @@ def test_out_of_memory_fails_the_run_not_the_caller(data_x2):
 
     torch.manual_seed(0)
     result = run(Oom(), data_x2, budget(), seed=0)
-    assert result.status == "failed" and "out of memory at iteration 3" in result.error
+    assert result.status == "failed"
+    assert "out of GPU memory at iteration 3 (batch 4, LR patch 8)" in result.error
+
+
+# --- precision: AMP control flow (runs on the CPU, where torch's autocast and GradScaler exist too) ------------
+
+
+@pytest.mark.parametrize("amp, device, dtype, scaled", [
+    ("auto", "cuda", torch.float16, True),   # the default on a GPU: fp16 autocast + loss scaling
+    ("auto", "cpu", None, False),            # full precision on the CPU unless asked
+    ("bf16", "cuda", torch.bfloat16, False),  # bf16 has fp32's range: no loss scaling
+    ("fp16", "cpu", torch.float16, True),
+    ("off", "cuda", None, False),
+])
+def test_precision_plan_per_setting_and_device(amp, device, dtype, scaled):
+    plan = mixed_precision(amp, torch.device(device))  # a plan makes no CUDA call
+    assert (plan.dtype, plan.scaled, plan.device_type) == (dtype, scaled, device)
+
+
+def test_amp_switch_accepts_yaml_booleans():
+    assert TrainBudget(amp=True).amp == "auto" and TrainBudget(amp=False).amp == "off"
+    with pytest.raises(SrSearchError, match="'amp'"):
+        TrainBudget(amp="fp8")
+
+
+class Recorder(Tiny):
+    """Records the dtypes the first conv computes in."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtypes = set()
+        self.conv1.register_forward_hook(lambda m, a, out: self.dtypes.add(out.dtype))
+
+
+@pytest.mark.parametrize("amp, expected", [("fp16", torch.float16), ("bf16", torch.bfloat16), ("off", torch.float32)])
+def test_mixed_precision_trains_through_autocast_and_loss_scaling(data_x2, amp, expected, monkeypatch):
+    scales = []
+    real_scale = torch.amp.GradScaler.scale
+    monkeypatch.setattr(torch.amp.GradScaler, "scale", lambda self, x: (scales.append(self.get_scale()),
+                                                                         real_scale(self, x))[1])
+    torch.manual_seed(0)
+    model = Recorder()
+    result = run(model, data_x2, budget(amp=amp, grad_clip=1.0), seed=0, device="cpu")
+    assert result.status == "complete" and math.isfinite(result.final_loss)
+    assert model.dtypes == {expected}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # master weights stay fp32
+    assert len(scales) == (12 if amp == "fp16" else 0)  # every fp16 step scaled its loss; bf16/off never
+
+
+def test_a_float64_model_trains_in_float64(data_x2):
+    model = tiny().double()
+    result = run(model, data_x2, budget(), seed=0)
+    assert result.status == "complete"
+    assert {p.dtype for p in model.parameters()} == {torch.float64}
 
 
 def test_frozen_bn_switches_at_the_fraction(data_x2):
@@ -258,7 +311,7 @@ def test_bad_inputs_raise_before_training():
         run(tiny(), data2, budget(), seed=0, frozen_bn=1.5)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_amp_run():
     data = load_train(DataSpec(train_max_images=1), scale=2, colors=1, device="cuda")
     model = tiny()

@@ -1,7 +1,8 @@
 """The algebra of structural reparameterization (RepVGG / DBB transforms), shared by the rep families.
 
 Kernels are (Cout, Cin, k, k), biases (Cout,). Every function returns new tensors and never touches its
-inputs, so merging cannot mutate the trained model.
+inputs, so merging cannot mutate the trained model. Every tensor or module made here lives on the device and in
+the dtype of the tensors it is made from (DESIGN 9): a CUDA or float64 model deploys to a CUDA or float64 model.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ Kernel = tuple[torch.Tensor, torch.Tensor]
 def conv_kernel(conv: nn.Conv2d) -> Kernel:
     """(weight, bias) of a conv, with a zero bias when it has none."""
     w = conv.weight.detach().clone()
-    b = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
+    b = conv.bias.detach().clone() if conv.bias is not None else w.new_zeros(w.shape[0])
     return w, b
 
 
@@ -43,12 +44,21 @@ def pad_to(kernel: Kernel, k: int) -> Kernel:
     return F.pad(w, [p, p, p, p]), b
 
 
-def identity_kernel(channels: int, k: int = 3, dtype: torch.dtype = torch.float32) -> Kernel:
-    """x as a k x k conv: 1 at the centre tap of the diagonal."""
-    w = torch.zeros(channels, channels, k, k, dtype=dtype)
-    idx = torch.arange(channels)
+def identity_kernel(like: torch.Tensor, channels: int, k: int = 3) -> Kernel:
+    """x as a k x k conv (1 at the centre tap of the diagonal), on `like`'s device and in its dtype."""
+    w = like.new_zeros(channels, channels, k, k)
+    idx = torch.arange(channels, device=like.device)
     w[idx, idx, k // 2, k // 2] = 1.0
-    return w, torch.zeros(channels, dtype=dtype)
+    return w, like.new_zeros(channels)
+
+
+def depthwise_to_dense(weight: torch.Tensor) -> torch.Tensor:
+    """A depthwise (C, 1, k, k) kernel as the dense (C, C, k, k) kernel of the same conv, same device and dtype."""
+    c = weight.shape[0]
+    dense = weight.new_zeros(c, c, *weight.shape[-2:])
+    idx = torch.arange(c, device=weight.device)
+    dense[idx, idx] = weight[:, 0]
+    return dense
 
 
 def then_1x1(first: Kernel, second: Kernel) -> Kernel:
@@ -77,9 +87,10 @@ def add(*kernels: Kernel) -> Kernel:
 
 
 def to_conv(kernel: Kernel) -> nn.Conv2d:
-    """A fresh same-padded conv holding `kernel`."""
+    """A fresh same-padded conv holding `kernel`, on the kernel's device and in its dtype (no CPU round trip:
+    on the `meta` device it builds the structure without values)."""
     w, b = kernel
-    conv = nn.Conv2d(w.shape[1], w.shape[0], w.shape[-1], padding=w.shape[-1] // 2)
+    conv = nn.Conv2d(w.shape[1], w.shape[0], w.shape[-1], padding=w.shape[-1] // 2, device=w.device, dtype=w.dtype)
     with torch.no_grad():
         conv.weight.copy_(w)
         conv.bias.copy_(b)

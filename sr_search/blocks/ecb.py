@@ -46,10 +46,7 @@ class EdgeBranch(nn.Module):
         return F.conv2d(y, self.scale * self.mask, self.bias, groups=y.shape[1])
 
     def kernel(self) -> _fuse.Kernel:
-        cout = self.mask.shape[0]
-        dense = torch.zeros(cout, cout, 3, 3)
-        idx = torch.arange(cout)
-        dense[idx, idx] = (self.scale * self.mask).detach()[:, 0]
+        dense = _fuse.depthwise_to_dense((self.scale * self.mask).detach())
         return _fuse.after_1x1(_fuse.conv_kernel(self.conv), (dense, self.bias.detach().clone()))
 
 
@@ -80,7 +77,7 @@ class ECB(nn.Module):
             *(edge.kernel() for edge in self.edges),
         ]
         if self.with_idt:
-            kernels.append(_fuse.identity_kernel(self.conv3x3.in_channels))
+            kernels.append(_fuse.identity_kernel(self.conv3x3.weight, self.conv3x3.in_channels))
         return nn.Sequential(_fuse.to_conv(_fuse.add(*kernels)), copy.deepcopy(self.act))
 
 

@@ -102,7 +102,8 @@ class RepBlock(nn.Module):
     def to_deploy(self) -> nn.Module:
         kernels = [branch.kernel() for branch in self.branches]
         if self.residual != "none":
-            identity = _fuse.identity_kernel(self.branches[0].first.in_channels)
+            first = self.branches[0].first
+            identity = _fuse.identity_kernel(first.weight, first.in_channels)
             kernels.append(_fold(identity, self.id_bn) if self.id_bn is not None else identity)
         return nn.Sequential(_fuse.to_conv(_fuse.add(*kernels)), copy.deepcopy(self.act))
 

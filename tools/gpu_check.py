@@ -1,0 +1,200 @@
+"""`make gpu-check`: what only a GPU can show, on this machine's first GPU, in one table (under 5 minutes).
+
+    1. the CUDA-marked tests (`pytest -m cuda`)
+    2. `reparameterize` + equivalence on CUDA for every registered block family, fp32 and fp16
+    3. a tiny study end to end on the GPU: 2 trials, AMP training, the `repsr` timing protocol
+    4. the project's timing of a fixed model against a hand-written CUDA-event loop, in the same run (target: the
+       ratio within 5%), and the peak memory each reports
+
+Without a GPU it prints "no GPU" and exits 0 (CI runs that path). `--device cpu` runs the same checks on the CPU
+(the timing reference is then a perf_counter loop): a rehearsal of this script where no GPU is at hand.
+Exit code 1 when a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+Row = tuple[str, str, str]  # check, result, detail
+
+
+def run_cuda_tests() -> Row:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider"],
+                          cwd=ROOT, capture_output=True, text=True)
+    last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+    ok = proc.returncode == 0 and "skipped" not in last.split(" in ")[0]
+    if not ok:
+        print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n")
+    return "pytest -m cuda", "pass" if ok else "FAIL", f"{last} ({time.perf_counter() - start:.0f} s)"
+
+
+def deploy_every_family(device: str) -> list[Row]:
+    from sr_search import build, check_equivalence, reparameterize
+    from sr_search.blocks import REGISTRY
+    from tests.test_blocks import _border_spec, random_spec, randomize_statistics
+
+    rows = []
+    for dtype, tolerance in ((torch.float32, 1e-4), (torch.float16, 2e-2)):
+        worst, failures = 0.0, []
+        for block in sorted(REGISTRY):
+            for spec in (_border_spec(block), random_spec(block, random.Random(block))):
+                model = build(spec)
+                randomize_statistics(model, torch.Generator().manual_seed(0))
+                model = model.to(device, dtype)
+                deployed = reparameterize(model)
+                placed = {(p.device.type, p.dtype) for p in deployed.parameters()}
+                err = check_equivalence(model, deployed)
+                worst = max(worst, err)
+                if placed != {(torch.device(device).type, dtype)} or not err <= tolerance:
+                    failures.append(f"{block}: {placed} err {err:.2g}")
+        name = str(dtype).removeprefix("torch.")
+        detail = f"{len(REGISTRY)} families x 2 specs, max abs err {worst:.1e} (tolerance {tolerance:g})"
+        rows.append((f"reparameterize on {device}, {name}", "FAIL" if failures else "pass",
+                     "; ".join(failures) or detail))
+    return rows
+
+
+STUDY = """\
+name: gpu_check
+space: space.yaml
+mode: ablation
+base: {{block: rep, scale: 4, colors: 1, channels: 16, depth: 2}}
+factors: {{branches: [2, 1]}}
+timing: {timing}
+train: {{iterations: 200, batch_size: 16, lr_patch: 32, lr: 0.002}}
+data: {{val_max_size: 128}}
+resources: {{gpus_per_trial: {gpus}, concurrency: 1}}
+"""
+SPACE = "params: {block: rep, scale: 4, colors: 1, channels: 16, depth: 2, branches: [1, 2]}\n"
+
+
+def tiny_study(device: str) -> Row:
+    from sr_search import load_results, load_study
+    from sr_search.runner import launch
+
+    cuda = device.startswith("cuda")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "space.yaml").write_text(SPACE)
+        (tmp / "study.yaml").write_text(STUDY.format(timing="repsr" if cuda else "cpu", gpus=1 if cuda else 0))
+        start = time.perf_counter()
+        out = launch(load_study(tmp / "study.yaml"), out_dir=tmp / "run", echo=lambda _: None)
+        seconds = time.perf_counter() - start
+        df = load_results(out)
+    complete = df[df["status"] == "complete"]
+    ok = len(complete) == 2
+    detail = (f"{len(complete)}/2 complete in {seconds:.0f} s (Ray start included); PSNR-Y "
+              f"{', '.join(f'{v:.2f}' for v in complete['psnr_y'])} dB vs bicubic "
+              f"{complete['bicubic_psnr_y'].iloc[0]:.2f}; {complete['timing_protocol'].iloc[0]} "
+              f"{complete['latency_ms'].iloc[0]:.3f} ms on {complete['timing_device'].iloc[0]}" if ok
+              else "; ".join(f"{r.trial_id} {r.status}: {r.error}" for r in df.itertuples()))
+    return f"study end to end ({'AMP, repsr' if cuda else 'cpu'})", "pass" if ok else "FAIL", detail
+
+
+def _hand_loop(model: torch.nn.Module, x: torch.Tensor, warmup: int, reps: int) -> tuple[float, float]:
+    """The reference: a plain CUDA-event loop (or perf_counter on the CPU), median ms and peak MB."""
+    cuda = x.device.type == "cuda"
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        times: list[float] = []
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            for _ in range(reps):
+                start.record()
+                model(x)
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end))
+        else:
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                model(x)
+                times.append((time.perf_counter() - t0) * 1e3)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
+    return statistics.median(times), peak
+
+
+def timing_against_reference(device: str) -> list[Row]:
+    from sr_search import PRESETS, build, measure, reparameterize
+    from sr_search.timing import DTYPES, get_protocol, lr_shape
+
+    spec = PRESETS["ecbsr-m4c16-x4"]
+    protocol = get_protocol("repsr" if device.startswith("cuda") else "cpu")
+    deployed = reparameterize(build(spec))
+    dtype = DTYPES[protocol.precision]
+    model = reparameterize(build(spec)).to(device, dtype).eval()
+    x = torch.rand(*lr_shape(protocol, spec), device=device, dtype=dtype)
+    old = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = protocol.cudnn_benchmark
+    threads = torch.get_num_threads()
+    if protocol.threads:
+        torch.set_num_threads(protocol.threads)
+    try:
+        hand_before, hand_peak = _hand_loop(model, x, protocol.warmup, protocol.reps)
+        ours = measure(deployed, protocol, device, spec=spec)
+        hand_after, _ = _hand_loop(model, x, protocol.warmup, protocol.reps)
+    finally:
+        torch.backends.cudnn.benchmark = old
+        torch.set_num_threads(threads)
+    hand = (hand_before + hand_after) / 2
+    ratio = ours.latency_ms / hand
+    rows = [(f"timing vs hand loop ({protocol.name}, {spec.block} M4C16 x4)", "pass" if abs(ratio - 1) <= 0.05
+             else "FAIL", f"measure {ours.latency_ms:.4f} ms, hand loop {hand_before:.4f} / {hand_after:.4f} ms "
+                          f"(before / after): ratio {ratio:.3f} (target within 5%)")]
+    rows.append(("peak memory", "info", f"measure {ours.peak_mem_mb:.1f} MB; hand loop max_memory_allocated "
+                                        f"{hand_peak:.1f} MB; on {ours.device_name}"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda:0", help="cuda:0 (default) or cpu for a rehearsal")
+    parser.add_argument("--skip-tests", action="store_true", help="leave out `pytest -m cuda`")
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"no GPU: torch {torch.__version__} sees no CUDA device; nothing to check (exit 0)")
+        return 0
+    sys.path.insert(0, str(ROOT))
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU (rehearsal)"
+    print(f"sr-search GPU check on {where}; torch {torch.__version__}, CUDA {torch.version.cuda}")
+    checks: list[tuple[str, Callable[[], Row | list[Row]]]] = [
+        ("reparameterize", lambda: deploy_every_family(args.device)),
+        ("timing vs hand loop", lambda: timing_against_reference(args.device)),
+        ("study end to end", lambda: tiny_study(args.device)),
+    ]
+    if not args.skip_tests:
+        checks.insert(0, ("pytest -m cuda", run_cuda_tests))
+    rows: list[Row] = []
+    start = time.perf_counter()
+    for name, check in checks:
+        try:
+            got = check()
+        except Exception as exc:  # noqa: BLE001 - one failed check must not hide the others
+            got = (name, "FAIL", f"{type(exc).__name__}: {exc}")
+        rows += got if isinstance(got, list) else [got]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'check':{width}}  result  detail")
+    for name, result, detail in rows:
+        print(f"{name:{width}}  {result:6}  {textwrap.shorten(detail, 160)}")
+    print(f"total {time.perf_counter() - start:.0f} s")
+    return 1 if any(r[1] == "FAIL" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
