@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from sr_search import ArchSpec, launch, load_results, load_study
-from sr_search.trial import TrialTask, run_trial
+from sr_search.run.trial import TrialTask, run_trial
+from sr_search.study.config import with_overrides
 
 
 def _launch(study, out: Path) -> float:
@@ -45,7 +46,7 @@ def main() -> None:
     print(f"{'concurrency':>11s} {'launch s':>9s} {'plain loop s':>13s} {'ratio':>6s}  statuses")
     with tempfile.TemporaryDirectory() as tmp:
         for concurrency in (1, 2):
-            study = base.with_overrides(resources={"concurrency": concurrency})
+            study = with_overrides(base, resources={"concurrency": concurrency})
             run_dir = Path(tmp) / f"launch{concurrency}"
             t_launch = _launch(study, run_dir)
             rows = load_results(run_dir).to_dict("records")

@@ -17,7 +17,9 @@ import statistics
 import time
 
 from sr_search import PRESETS, build, reparameterize
-from sr_search.timing import count_macs, get_protocol, lr_shape, measure
+from sr_search.run.timing.measure import measure
+from sr_search.model.cost import count_macs
+from sr_search.study.protocols import get_protocol, lr_shape
 
 DEFAULT_MODELS = "ecbsr-m4c16-x4,ecbsr-m10c32-x4,rtsrn-x4,carn-m-x4,rlfn-s-x4"
 

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sr_search import PRESETS, ArchSpec, build  # noqa: E402
-from sr_search.data import DataSpec, TrainData, load_train  # noqa: E402
-from sr_search.train import TrainBudget, run  # noqa: E402
+from sr_search.run.data import DataSpec, TrainData, load_train  # noqa: E402
+from sr_search.run.train import TrainBudget, run  # noqa: E402
 
 CASES = [
     # (label, spec, batch, LR patch)

@@ -1,34 +1,40 @@
 """sr-search: architecture search and ablations for efficient single-image super-resolution.
 
-The public API (DESIGN 4.2). Heavy modules (Ray, Optuna, plotting) load on first use, so
-`import sr_search` stays cheap.
+The public API (DESIGN 4.2). Everything loads on first use, so `import sr_search` (and `sr-search --help`) stays
+cheap; the modules behind it are grouped by layer: `model` (specs, blocks, networks, deployment, presets, cost),
+`study` (YAML, search spaces, studies), `run` (data, training, metrics, timing, trials, the Ray/Optuna runner) and
+`results` (parquet, fronts, reports).
 """
 
 from importlib import import_module
 from typing import Any
 
-from .arch import ArchSpec
-from .deploy import check_equivalence, reparameterize
-from .errors import SrSearchError
-from .network import build
-from .presets import PRESETS
+__version__ = "0.2.0"
 
-__version__ = "0.1.0"
-
-_LAZY = {
-    "load_study": "config",
-    "launch": "runner",
-    "load_results": "results",
-    "pareto_front": "pareto",
-    "measure": "timing",
+_API = {
+    "ArchSpec": "model.spec",
+    "build": "model.network",
+    "reparameterize": "model.deploy",
+    "check_equivalence": "model.deploy",
+    "PRESETS": "model.presets",
+    "SrSearchError": "errors",
+    "load_study": "study.config",
+    "launch": "run.tune.runner",
+    "load_results": "results.store",
+    "pareto_front": "results.pareto",
+    "measure": "run.timing.measure",
 }
 
-__all__ = [
-    "ArchSpec", "build", "reparameterize", "check_equivalence", "PRESETS", "SrSearchError", *_LAZY,
-]
+__all__ = sorted(_API)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _API:
+        value = getattr(import_module(f".{_API[name]}", __name__), name)
+        globals()[name] = value  # looked up once
+        return value
     raise AttributeError(f"module 'sr_search' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -57,7 +57,7 @@ def inspect(
     protocol: str = typer.Option("cpu", help="timing protocol whose input size the MACs are counted at"),
 ) -> None:
     """Parameters (training and deployed form), MACs of the deployed form and the deploy error."""
-    from .inspect import inspect_table
+    from .run.inspect import inspect_table
 
     specs = {name: _resolve(name, scale) for name in models}
     typer.echo(inspect_table(specs, protocol))
@@ -67,11 +67,11 @@ def inspect(
 @_guarded
 def presets() -> None:
     """List the paper baselines by name with their deployed parameter counts."""
-    from .presets import PRESETS, RELEASED_PARAMS
+    from .model.presets import PRESETS, REFERENCE_PARAMS, REFERENCE_SOURCE
 
     for name, spec in PRESETS.items():
-        released = RELEASED_PARAMS.get(name)
-        note = f"  (released: {released:,})" if released else ""
+        count = REFERENCE_PARAMS.get(name)
+        note = f"  ({REFERENCE_SOURCE[name]}: {count:,})" if count else ""
         typer.echo(f"{name:20s} {spec.block:10s} C={spec.channels:<3d} depth={spec.depth:<3d}{note}")
 
 
@@ -87,8 +87,8 @@ def launch(
     dashboard_host: str = typer.Option("127.0.0.1", "--dashboard-host", help="where the local Ray dashboard listens; loopback unless you ask otherwise"),
 ) -> None:
     """Run a study: Optuna samples, Ray Tune trains, every candidate is reparameterized, timed and recorded."""
-    from .config import load_study
-    from .runner import launch as run
+    from .run.tune.runner import launch as run
+    from .study.config import load_study
 
     study = load_study(study_file)
     study_dir = run(study, out_dir=out, resume=resume, address=address, n_trials=trials, dry_run=dry_run,
@@ -104,7 +104,7 @@ def validate(
     show: bool = typer.Option(False, "--show", help="also print each space's size and a few sampled specs"),
 ) -> None:
     """Check spaces and studies; every problem is listed (file, key, line, value, allowed values); exit 1 if any."""
-    from .config import describe, validate_files
+    from .study.config import describe, validate_files
 
     problems = validate_files(files)
     if problems:
@@ -127,7 +127,8 @@ def time_models(
     scale: Optional[int] = typer.Option(None, help="override the scale of every model"),
 ) -> None:
     """Time deployed models on this machine with a named protocol; one table for all of them."""
-    from .timing import default_protocol, format_table, timing_table
+    from .run.timing.table import format_table, timing_table
+    from .study.protocols import default_protocol
 
     specs = {name: _resolve(name, scale) for name in models}
     typer.echo(format_table(timing_table(specs, protocol or default_protocol(), device)))
@@ -137,8 +138,8 @@ def time_models(
 @_guarded
 def report(study_dir: Path = typer.Argument(..., help="a study directory (runs/<study>)")) -> None:
     """Plots, the Pareto front table and a self-contained report.html."""
-    from .report import write_report
-    from .results import load_results, study_objectives
+    from .results.report import write_report
+    from .results.store import load_results, study_objectives
 
     path = write_report(study_dir, load_results(study_dir), study_meta={"objectives": study_objectives(study_dir)})
     typer.echo(f"report: {path}")
@@ -148,8 +149,8 @@ def report(study_dir: Path = typer.Argument(..., help="a study directory (runs/<
 @_guarded
 def pareto(study_dir: Path = typer.Argument(..., help="a study directory")) -> None:
     """Print the Pareto front of a study as a table."""
-    from .report import front_text
-    from .results import load_results, study_objectives
+    from .results.store import load_results, study_objectives
+    from .results.tables import front_text
 
     typer.echo(front_text(load_results(study_dir), study_objectives(study_dir)))
 
@@ -163,7 +164,7 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", help="output file"),
 ) -> None:
     """Write the deployed network of one trial (needs keep_checkpoints: true) and check the export."""
-    from .export import export as run_export
+    from .results.export import export as run_export
 
     path, err = run_export(study_dir, trial, format, out)
     typer.echo(f"exported {path} (max abs error vs trained model {err:.2e})")
@@ -173,13 +174,13 @@ def export(
 @_guarded
 def status(study_dir: Path = typer.Argument(..., help="a study directory, possibly still running")) -> None:
     """Progress of a study running here or elsewhere (reads its directory)."""
-    from .progress import status as study_status
+    from .results.progress import status as study_status
 
     typer.echo(study_status(study_dir))
 
 
 def _resolve(name: str, scale: Optional[int]):
-    from .presets import resolve
+    from .model.presets import resolve
 
     return resolve(name, scale)
 

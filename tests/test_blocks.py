@@ -1,96 +1,31 @@
 """Contract tests over the block registry: every registered family deploys exactly, without side effects.
 
-A new family is covered the moment it is registered; `FIELD_CHOICES` must list every block-specific field.
+A new family is covered the moment it is registered: the contract lives in `sr_search.model.testing`, which draws
+each field from the family's own declaration (`examples`, else its Literal/bool values).
 """
 
 import random
-import typing
 
 import pytest
 import torch
 from torch import nn
 
 from sr_search import ArchSpec, SrSearchError, build, check_equivalence, reparameterize
-from sr_search.arch import BLOCK_FIELDS
-from sr_search.blocks import REGISTRY, family_of
-from sr_search.blocks._layers import FreezableBN, freeze_bn
-
-FIELD_CHOICES = {
-    "width_mult": [0.5, 1.0, 2.0, 3.0],
-    "branches": [1, 2, 3, 4],
-    "residual": ["clean", "bn", "none"],
-    "branch_form": list(typing.get_args(typing.get_args(ArchSpec.model_fields["branch_form"].annotation)[0])),
-    "bn": [True, False],
-    "frozen_bn": [None, 0.5],
-    "with_idt": [True, False],
-    "esa_channels": [4, 8, 16],
-    "cca": [True, False],
-    "groups": [1, 2, 4],
-    "shared": [True, False],
-}
-COMMON_CHOICES = {
-    "scale": [2, 3, 4],
-    "colors": [1, 3],
-    "unshuffle": [1, 2],
-    "activation": ["relu", "prelu", "gelu", "silu", "lrelu", "identity"],
-    "global_skip": ["nearest", "bilinear", "bicubic", "none"],
-    "long_skip": [True, False],
-    "fusion": ["none", "concat", "cascade"],
-    "input_repeat": [1, 2],
-    "smooth_conv": [True, False],
-    "upsampler": ["pixelshuffle", "progressive"],
-    "mean_shift": [True, False],
-}
+from sr_search.model.blocks import REGISTRY
+from sr_search.model.blocks.layers import FreezableBN, freeze_bn
+from sr_search.model.testing import check_deploys_exactly, option_specs, random_spec, randomize_statistics
 
 
-def random_spec(block: str, rng: random.Random) -> ArchSpec:
-    family = family_of(block)
-    for _ in range(100):
-        data = {name: rng.choice(values) for name, values in COMMON_CHOICES.items()}
-        data.update({name: rng.choice(FIELD_CHOICES[name]) for name in family.fields})
-        data.update(block=block, channels=rng.choice([8, 12, 16]), depth=rng.choice([1, 2]))
-        try:
-            return ArchSpec(**data)
-        except SrSearchError:
-            continue  # an invalid combination (e.g. residual=bn without BN); draw again
-    raise AssertionError(f"no valid random spec for {block}")
-
-
-def randomize_statistics(model: nn.Module, rng: torch.Generator) -> None:
-    """Non-trivial BN statistics and affine values, so folding is really exercised."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-1, 1, generator=rng)
-                m.running_var.uniform_(0.3, 3, generator=rng)
-                m.weight.uniform_(0.5, 1.5, generator=rng)
-                m.bias.uniform_(-0.5, 0.5, generator=rng)
-            if isinstance(m, nn.PReLU):
-                m.weight.uniform_(-0.5, 0.5, generator=rng)
-
-
-def test_field_choices_cover_every_block_field():
-    assert set(FIELD_CHOICES) == set(BLOCK_FIELDS)
+@pytest.mark.parametrize("block", sorted(REGISTRY))
+def test_every_option_of_every_family_deploys_exactly(block):
+    for i, spec in enumerate(option_specs(block)):
+        check_deploys_exactly(spec, seed=i)
 
 
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("block", sorted(REGISTRY))
 def test_deployed_equals_trained_in_eval(block, seed):
-    spec = random_spec(block, random.Random(f"{block}-{seed}"))
-    model = build(spec)
-    randomize_statistics(model, torch.Generator().manual_seed(seed))
-    model.train()  # reparameterize must not depend on the mode
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-
-    deployed = reparameterize(model)
-
-    assert model.training, "reparameterize changed the source model's mode"
-    after = model.state_dict()
-    assert before.keys() == after.keys()
-    for key in before:
-        assert torch.equal(before[key], after[key]), f"source tensor {key} changed"
-    err = check_equivalence(model, deployed, seed=seed)
-    assert err <= 1e-4, f"{spec.to_json()}: max abs error {err}"
+    check_deploys_exactly(random_spec(block, random.Random(f"{block}-{seed}")), seed=seed)
 
 
 def _border_spec(block: str) -> ArchSpec:
@@ -99,18 +34,18 @@ def _border_spec(block: str) -> ArchSpec:
     return ArchSpec(block=block, channels=8, depth=2, colors=3, **border.get(block, {}))
 
 
-@pytest.mark.parametrize("case", ["border", *range(4)])
 @pytest.mark.parametrize("block", sorted(REGISTRY))
-def test_float64_models_deploy_in_float64_exactly(block, case):
-    """Device and dtype follow the model (DESIGN 9): a float64 model deploys to float64 and matches to 1e-10."""
-    spec = _border_spec(block) if case == "border" else random_spec(block, random.Random(f"f64-{block}-{case}"))
-    model = build(spec).double()
-    randomize_statistics(model, torch.Generator().manual_seed(3))
-    deployed = reparameterize(model)
-    assert {p.dtype for p in deployed.parameters()} == {torch.float64}
-    assert {b.dtype for b in deployed.buffers() if b.is_floating_point()} <= {torch.float64}
-    err = check_equivalence(model, deployed, size=(15 * spec.unshuffle, 21 * spec.unshuffle))  # odd sizes
-    assert err <= 1e-10, f"{spec.to_json()}: float64 max abs error {err}"
+def test_float64_models_deploy_in_float64_exactly(block):
+    """Device and dtype follow the model (DESIGN 9): a float64 model deploys to float64 and matches to 1e-10,
+    for every option of the family (its border cases) and random specs, on odd input sizes."""
+    specs = [*option_specs(block), *(random_spec(block, random.Random(f"f64-{block}-{i}")) for i in range(4))]
+    for i, spec in enumerate(specs):
+        model = build(spec).double()
+        randomize_statistics(model, torch.Generator().manual_seed(i))
+        deployed = reparameterize(model)
+        assert {p.dtype for p in deployed.parameters()} == {torch.float64}
+        assert {b.dtype for b in deployed.buffers() if b.is_floating_point()} <= {torch.float64}
+        check_deploys_exactly(spec, seed=i, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("case", ["border", *range(2)])
@@ -135,7 +70,7 @@ def test_deployed_form_has_no_training_structure(block):
     deployed = reparameterize(build(spec))
     kinds = {type(m).__name__ for m in deployed.modules()}
     assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
-    assert not {"RepBlock", "ECB", "RepBranch", "EdgeBranch"} & kinds
+    assert not {"RepBlock", "ECB", "RepBranch", "EdgeBranch", "Conv3XC"} & kinds
     assert not any(p.requires_grad for p in deployed.parameters())
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-import sr_search.runner
+import sr_search.run.tune.runner
 from sr_search.cli import app
 
 runner = CliRunner()
@@ -18,7 +18,7 @@ def test_launch_passes_its_options_to_the_library(monkeypatch, tmp_path):
         seen.update(kwargs, study=study)
         return tmp_path
 
-    monkeypatch.setattr(sr_search.runner, "launch", fake_launch)
+    monkeypatch.setattr(sr_search.run.tune.runner, "launch", fake_launch)
     result = runner.invoke(app, ["launch", str(ROOT / "studies/smoke.yaml"), "--dry-run", "--trials", "2",
                                  "--address", "ray://head:10001", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -73,8 +73,8 @@ def test_report_of_a_missing_directory_is_bad_input(tmp_path):
 
 
 def test_unexpected_failures_exit_2(monkeypatch):
-    import sr_search.presets
+    import sr_search.model.presets
 
-    monkeypatch.setattr(sr_search.presets, "resolve", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(sr_search.model.presets, "resolve", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
     result = runner.invoke(app, ["inspect", "rlfn-x4"])
     assert result.exit_code == 2 and "boom" in result.output

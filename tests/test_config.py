@@ -10,9 +10,10 @@ import yaml
 from pydantic import BaseModel
 
 from sr_search import ArchSpec, PRESETS
-from sr_search.config import Study, describe, load_study, validate_files
+from sr_search.study.config import describe, load_study, validate_files, with_overrides
+from sr_search.study.model import Study
 from sr_search.errors import SrSearchError
-from sr_search.space import RandomTrial
+from sr_search.study.space import RandomTrial
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
@@ -96,7 +97,7 @@ def test_repsr_ablation_grid_is_tables_5_to_7_plus_frozen_bn():
 def test_rtsr_pareto_is_an_x2_latency_constrained_search_over_all_families():
     study = load_study(ROOT / "studies" / "rtsr_pareto.yaml")
     space = study.search_space()
-    assert study.mode == "search" and study.timing_protocol().name == "ntire23-x2"
+    assert study.mode == "search" and study.protocol.name == "ntire23-x2"
     assert space.constraints.max_latency_ms == 30.0 and space.constraints.max_params == 1_000_000
     assert study.constraints() == space.constraints
     assert set(space.blocks) == {"rep", "ecb", "rlfb", "esdb", "eresidual", "plain"}
@@ -181,7 +182,7 @@ def test_every_problem_is_reported_at_once(folder):
     lines = str(info.value).splitlines()
     assert lines[0].startswith("4 problems in ") and lines[0].endswith("study.yaml:")
     assert [line.split(": ")[1] for line in lines[1:]] == ["n_trials", "baselines[0]", "train.batch_size",
-                                                           "objectives"]
+                                                           "objectives.psnr_y"]
     assert [line.split(":")[1] for line in lines[1:]] == ["3", "4", "5", "6"]
 
 
@@ -221,14 +222,14 @@ def test_defaults_fill_what_the_file_leaves_out(folder):
 
 def test_with_overrides_makes_a_new_validated_study(folder):
     study = load_study(write(folder, "name: t\nspace: space.yaml\ntrain: {iterations: 100, batch_size: 4}\n"))
-    other = study.with_overrides(n_trials=5, train={"iterations": 7})
+    other = with_overrides(study, n_trials=5, train={"iterations": 7})
     assert (other.n_trials, other.train.iterations, other.train.batch_size) == (5, 7, 4)
     assert (study.n_trials, study.train.iterations) == (50, 100)
-    assert study.with_overrides(name="u").out_dir == Path("runs") / "u"
+    assert with_overrides(study, name="u").out_dir == Path("runs") / "u"
     with pytest.raises(SrSearchError, match="n_trials: Input should be greater than or equal to 1"):
-        study.with_overrides(n_trials=0)
+        with_overrides(study, n_trials=0)
     with pytest.raises(SrSearchError, match="unknown study field 'trials'"):
-        study.with_overrides(trials=3)
+        with_overrides(study, trials=3)
 
 
 def test_to_yaml_round_trips(tmp_path):
@@ -241,14 +242,16 @@ def test_to_yaml_round_trips(tmp_path):
 def test_timing_protocols_by_name_custom_and_inline(folder):
     study = load_study(write(folder, "name: t\nspace: space.yaml\nprotocols:\n"
                                      "  tiny: {device: cpu, lr_size: [32, 32], reps: 3}\ntiming: tiny\n"))
-    tiny = study.timing_protocol(torch.device("cpu"))
+    tiny = study.protocol
     assert (tiny.name, tiny.lr_size, tiny.reps) == ("tiny", (32, 32), 3)
-    auto = load_study(write(folder, "name: t\nspace: space.yaml\n", "auto.yaml"))
-    assert auto.timing_protocol(torch.device("cpu")).name == "cpu"
-    assert auto.timing_protocol(torch.device("cuda", 0)).name == "repsr"
+    # 'auto' is resolved once, when the study is loaded: repsr for trials that get a GPU, else cpu
+    auto = load_study(write(folder, "name: t\nspace: space.yaml\nresources: {gpus_per_trial: 0}\n", "auto.yaml"))
+    assert auto.protocol.name == "cpu"
+    gpu = load_study(write(folder, "name: t\nspace: space.yaml\nresources: {gpus_per_trial: 1}\n", "gpu.yaml"))
+    assert gpu.protocol.name == "repsr"
     inline = load_study(write(folder, "name: t\nspace: space.yaml\ntiming: {device: cpu, lr_size: [16, 16]}\n",
                               "inline.yaml"))
-    assert inline.timing_protocol().lr_size == (16, 16)
+    assert inline.protocol.lr_size == (16, 16)
 
 
 def test_ablation_base_from_a_preset_with_changes_and_fixed(tmp_path):

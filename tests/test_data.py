@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from sr_search import PRESETS, ArchSpec
-from sr_search.data import (
+from sr_search.run.data import (
     BUILTIN_TRAIN,
     BUILTIN_VAL,
     DataSpec,
@@ -138,7 +138,7 @@ def test_folder_is_searched_recursively_for_all_formats(tmp_path):
 
 
 def test_sixteen_bit_grey_png_is_scaled_to_eight_bits(tmp_path):
-    from sr_search.data import read_image
+    from sr_search.run.data import read_image
 
     arr = np.zeros((4, 4), dtype=np.uint16)
     arr[0, 0], arr[0, 1] = 65535, 32896  # 32896 / 65535 * 255 = 128.0

@@ -28,15 +28,15 @@ WEIGHTED_MODULES = {"Conv2d", "ConvTranspose2d", "Linear", "BatchNorm2d", "PReLU
                     "Conv1d", "Conv3d", "Embedding"}
 #: methods and modules that turn a trained model into its deployed form
 DEPLOY_METHODS = {"to_deploy", "kernel", "fuse", "deploy"}
-DEPLOY_MODULES = {"blocks/_fuse.py", "deploy.py"}
+DEPLOY_MODULES = {"model/blocks/fuse.py", "model/deploy.py"}
 
 #: (file relative to sr_search/, enclosing function) -> why the factory there may ignore the model's placement
 ALLOWED = {
-    ("data.py", "_resize_matrix"): "MATLAB bicubic weights are built once in float64 on the CPU, cached, and moved "
+    ("run/data.py", "_resize_matrix"): "MATLAB bicubic weights are built once in float64 on the CPU, cached, and moved "
                                    "to the image's device and dtype where they are applied (`_resize_dim`)",
-    ("data.py", "batch"): "patch positions are drawn from a CPU generator so a seed gives the same patches on "
+    ("run/data.py", "batch"): "patch positions are drawn from a CPU generator so a seed gives the same patches on "
                           "every device; only Python floats leave it",
-    ("cost.py", "count_macs"): "thop counts on the meta device, or on a CPU float32 copy when an op has no meta "
+    ("model/cost.py", "count_macs"): "thop counts on the meta device, or on a CPU float32 copy when an op has no meta "
                                "kernel; counting never touches the model being trained",
 }
 
@@ -143,8 +143,8 @@ class EdgeBranch:
         idx = torch.arange(4)
         return dense, idx
 '''
-    found = violations(landed, "blocks/_fuse.py")
+    found = violations(landed, "model/blocks/fuse.py")
     assert len(found) == 4, found  # conv_kernel's zeros, to_conv's Conv2d, kernel's zeros and arange
     assert not any("__init__" in f for f in found)
     fixed = landed.replace("torch.zeros(w.shape[0], dtype=w.dtype)", "w.new_zeros(w.shape[0])")
-    assert len(violations(fixed, "blocks/_fuse.py")) == 3
+    assert len(violations(fixed, "model/blocks/fuse.py")) == 3

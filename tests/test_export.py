@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from sr_search import PRESETS, SrSearchError, build
-from sr_search.export import export
-from sr_search.results import spec_columns, write_trial_row
+from sr_search.results.export import export
+from sr_search.results.store import spec_columns, write_trial_row
 
 
 def kept_trial(study_dir, trial_id, preset, *, with_weights=True):

@@ -11,9 +11,9 @@ from PIL import Image
 from torch import nn
 
 from sr_search import PRESETS, ArchSpec, build
-from sr_search.data import DataSpec, ValImage, imresize, load_val, to_colors
+from sr_search.run.data import DataSpec, ValImage, imresize, load_val, to_colors
 from sr_search.errors import SrSearchError
-from sr_search.metrics import (
+from sr_search.run.metrics import (
     bicubic_baseline,
     evaluate,
     ntire23_score,

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from sr_search.errors import SrSearchError
-from sr_search.pareto import (
+from sr_search.results.pareto import (
     default_reference,
     front_ranks,
     hypervolume_2d,

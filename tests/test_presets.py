@@ -1,7 +1,7 @@
 import pytest
 
 from sr_search import PRESETS, build, reparameterize
-from sr_search.presets import RELEASED_PARAMS, resolve
+from sr_search.model.presets import REFERENCE_PARAMS, resolve
 from sr_search.errors import SrSearchError
 
 
@@ -9,9 +9,9 @@ def n_params(model):
     return sum(p.numel() for p in model.parameters())  # parameters() deduplicates shared modules
 
 
-@pytest.mark.parametrize("name", sorted(RELEASED_PARAMS))
+@pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
 def test_deployed_params_equal_released_code(name):
-    assert n_params(reparameterize(build(PRESETS[name]))) == RELEASED_PARAMS[name]
+    assert n_params(reparameterize(build(PRESETS[name]))) == REFERENCE_PARAMS[name]
 
 
 @pytest.mark.parametrize("name, total, trainable", [
@@ -25,8 +25,8 @@ def test_ecbsr_training_form_params_match_released_code(name, total, trainable):
 
 def test_block_level_counts():
     from sr_search import ArchSpec
-    from sr_search.blocks import family_of
-    from sr_search.blocks.eresidual import EResidual
+    from sr_search.model.blocks import family_of
+    from sr_search.model.blocks.eresidual import EResidual
 
     def block_params(**kw):
         spec = ArchSpec(**kw)

@@ -13,8 +13,8 @@ import pytest
 from matplotlib.image import imread
 
 from sr_search.errors import SrSearchError
-from sr_search.pareto import pareto_front
-from sr_search.report import (
+from sr_search.results.pareto import pareto_front
+from sr_search.results.report import (
     ablation_table,
     front_table,
     front_text,

@@ -15,9 +15,9 @@ import pytest
 import ray
 
 from sr_search import SrSearchError, load_results, load_study
-from sr_search.export import export
-from sr_search.report import write_report
-from sr_search.runner import launch
+from sr_search.results.export import export
+from sr_search.results.report import write_report
+from sr_search.run.tune.runner import launch
 
 REQUIRED = ["psnr_y", "throughput", "latency_ms", "params_deploy", "macs_deploy", "reparam_max_abs_err",
             "timing_device", "deploy_key", "arch_json", "bicubic_psnr_y", "psnr_gain", "train_iterations", "seed"]
@@ -110,7 +110,7 @@ def test_a_diverging_trial_is_recorded_with_its_reason(tmp_path, ray_cluster):
 
 
 def test_local_dashboard_binds_to_loopback_by_default(monkeypatch, tmp_path):
-    import sr_search.runner as runner
+    import sr_search.run.tune.runner as runner
 
     calls = {}
 
@@ -152,8 +152,8 @@ def test_interrupted_study_resumes_with_every_trial_exactly_once(tmp_path):
 
 def test_reconcile_tells_optuna_what_the_rows_say(tmp_path):
     """A killed driver can leave Optuna trials RUNNING that the restored searcher no longer knows."""
-    from sr_search.results import spec_columns, write_trial_row
-    from sr_search.runner import reconcile_optuna, storage_url
+    from sr_search.results.store import spec_columns, write_trial_row
+    from sr_search.run.tune.runner import reconcile_optuna, storage_url
     from sr_search import PRESETS
 
     study = load_study(write_study(tmp_path, "rec", "n_trials: 3\n"))

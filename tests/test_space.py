@@ -11,9 +11,10 @@ import torch
 import yaml
 
 from sr_search import ArchSpec, PRESETS, build
-from sr_search.blocks import REGISTRY
+from sr_search.model.blocks import REGISTRY
 from sr_search.errors import SrSearchError
-from sr_search.space import RandomTrial, describe_space, load_space
+from sr_search.study.space import RandomTrial, describe_space
+from sr_search.study.space_file import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 EFFICIENT = ROOT / "searchspace" / "efficient_sr.yaml"
@@ -63,10 +64,10 @@ def check_against_file(spec: ArchSpec, raw: dict) -> None:
         holds = all(values[k] in (v if isinstance(v, list) else [v]) for k, v in when.items())
         if holds:
             assert domain_ok(values[field], domain), (field, values[field], domain)
-    # fields the family does not use stay unset
-    for field in ("branches", "with_idt", "esa_channels", "groups", "cca", "shared"):
-        if field not in REGISTRY[spec.block].fields:
-            assert values[field] is None
+    # fields the family does not have are not there at all (flat, but only the family's own)
+    for field in ("branches", "with_idt", "esa_channels", "groups", "cca", "shared", "gain"):
+        if field not in REGISTRY[spec.block].field_names:
+            assert field not in values
 
 
 @pytest.mark.parametrize("path", [EFFICIENT, REPSR])
@@ -222,7 +223,7 @@ def test_describe_space_shows_size_and_samples():
     ("params:\n  block: rep\n  bn: [true, false]\n  frozen_bn: {value: 0.9, when: {batchnorm: true}}\n",
      ":4: params.frozen_bn.when.batchnorm: condition on 'batchnorm', which is not an ArchSpec field"),
     ("params: {channels: 16}\nconstraint: {max_params: 10}\n", "unknown key 'constraint' (did you mean "
-                                                                "'constraints'?); allowed: description, params"),
+                                                                "'constraints'?); allowed: description, block_modules, params"),
     ("params:\n  channel: [8, 16]\n", ":2: params.channel: unknown ArchSpec field 'channel' (did you mean "
                                     "'channels'?)"),
     ("params:\n  depth: {low: 2, hi: 8}\n", "params.depth.hi: unknown key 'hi'; allowed: value, choices, low, high"),

@@ -15,11 +15,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sr_search import PRESETS, ArchSpec, build, reparameterize
 from sr_search.errors import SrSearchError
-from sr_search.presets import RELEASED_PARAMS
-from sr_search.timing import (
-    PROTOCOLS, Timing, TimingCache, TimingError, TimingProtocol, cost, count_macs, count_params,
-    default_protocol, device_name, format_table, get_protocol, lr_shape, measure, time_spec, timing_table,
-)
+from sr_search.model.presets import REFERENCE_PARAMS
+from sr_search.model.cost import count_macs, count_params
+from sr_search.run.timing.cache import TimingCache
+from sr_search.run.timing.measure import device_name, measure, protocol_cost, time_spec
+from sr_search.run.timing.result import Timing, TimingError
+from sr_search.run.timing.table import format_table, timing_table
+from sr_search.study.protocols import PROTOCOLS, TimingProtocol, default_protocol, get_protocol, lr_shape
 
 
 TINY = TimingProtocol(name="tiny", device="cpu", lr_size=(16, 20), warmup=1, reps=3)
@@ -237,7 +239,7 @@ def test_count_params_counts_shared_modules_once():
     def naive(module):  # every occurrence in the module tree, as a per-layer sum would count it
         return sum(p.numel() for p in module._parameters.values()) + sum(naive(c) for c in module._modules.values())
 
-    assert count_params(carn) == RELEASED_PARAMS["carn-m-x4"] < naive(carn)
+    assert count_params(carn) == REFERENCE_PARAMS["carn-m-x4"] < naive(carn)
 
 
 def ecbsr_macs(depth, channels, scale, h, w):
@@ -257,7 +259,7 @@ def test_ecbsr_macs_for_a_720p_output(name, depth, channels, low, high):
     assert low <= macs <= high
     assert macs == ecbsr_macs(depth, channels, 4, 180, 320)
     if depth == 4:  # the RepSR twin deploys to the same network (checked on the small one: merging takes a while)
-        assert cost(PRESETS[name.replace("ecbsr", "repsr")], "repsr").macs_deploy == macs
+        assert protocol_cost(PRESETS[name.replace("ecbsr", "repsr")], "repsr").macs_deploy == macs
 
 
 @pytest.mark.parametrize("name", ["ecbsr-m4c8-x4", "repsr-m4c8-x4", "rlfn-s-x4", "bsrn-x4", "carn-m-x4", "rtsrn-x2"])
@@ -286,7 +288,7 @@ def test_subclasses_of_counted_layers_are_counted():
 
 
 def test_cost_of_a_preset():
-    c = cost(PRESETS["ecbsr-m4c16-x4"], "repsr")
+    c = protocol_cost(PRESETS["ecbsr-m4c16-x4"], "repsr")
     assert (c.params_train, c.params_deploy) == (49_712, 11_840)
     assert c.input_shape == (1, 1, 180, 320) and c.gmacs == pytest.approx(c.macs_deploy / 1e9)
     with pytest.raises(SrSearchError, match=r"input_shape must be \(batch, channels, height, width\)"):
@@ -377,13 +379,13 @@ def test_timing_table_and_its_text(tmp_path, monkeypatch):
     assert list(df["name"]) == list(specs)
     assert list(df["params_deploy"]) == [3_624, 3_624, count_params(reparameterize(build(SMALL_SPEC)))]
     assert list(df["cached"]) == [False, True, False]
-    assert df["gmacs"].iloc[0] == pytest.approx(cost(specs["ecbsr-m4c8-x4"], TINY).macs_deploy / 1e9)
+    assert df["gmacs"].iloc[0] == pytest.approx(protocol_cost(specs["ecbsr-m4c8-x4"], TINY).macs_deploy / 1e9)
     assert (df["latency_ms_p90"] >= df["latency_ms"]).all() and df["error"].isna().all()
     text = format_table(df)
     assert text.splitlines()[0] == f"protocol tiny (fp32, batch 1, LR input 16x20) on {cpu_model_name()}"
     assert "3,624" in text and "median ms" in text and "error" not in text
 
-    import sr_search.timing as timing_mod
+    import sr_search.run.timing.measure as timing_mod
     real = timing_mod.measure
 
     def failing(model, protocol, device=None, *, exclusive=True, spec=None):

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from sr_search import PRESETS, build
-from sr_search.blocks._layers import FreezableBN
-from sr_search.data import DataSpec, load_train, load_val
+from sr_search.model.blocks.layers import FreezableBN
+from sr_search.run.data import DataSpec, load_train, load_val
 from sr_search.errors import SrSearchError
-from sr_search.metrics import bicubic_baseline, evaluate
-from sr_search.train import TrainBudget, load_checkpoint, lr_at, mixed_precision, run
+from sr_search.run.metrics import bicubic_baseline, evaluate
+from sr_search.run.train import TrainBudget, load_checkpoint, lr_at, mixed_precision, run
 
 
 

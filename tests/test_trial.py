@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from sr_search import load_results, load_study
-from sr_search.network import SRNet
-from sr_search.runner import make_plan
-from sr_search.trial import TrialTask, run_trial
+from sr_search.model.network import SRNet
+from sr_search.run.tune.runner import make_plan
+from sr_search.run.trial import TrialTask, run_trial
+from sr_search.study.config import with_overrides
 
 STUDY = """\
 name: oom
@@ -53,10 +54,10 @@ def test_out_of_gpu_memory_fails_one_trial_and_the_next_one_runs(study, tmp_path
 
 
 def test_fractional_gpus_and_shared_cpus_mark_timings_non_exclusive(study):
-    from sr_search.runner import _exclusive_timing
+    from sr_search.run.tune.runner import _exclusive_timing
 
     def with_resources(**resources):
-        return study.with_overrides(resources=resources)
+        return with_overrides(study, resources=resources)
 
     assert _exclusive_timing(with_resources(gpus_per_trial=1, concurrency=4))  # each trial holds a whole GPU
     assert not _exclusive_timing(with_resources(gpus_per_trial=0.5, concurrency=2))  # two trainings share one GPU
@@ -67,7 +68,7 @@ def test_fractional_gpus_and_shared_cpus_mark_timings_non_exclusive(study):
 @pytest.mark.cuda
 def test_a_real_cuda_out_of_memory_fails_the_trial_and_frees_the_gpu(study, tmp_path):
     """On a GPU: cap this process at a sliver of the device, so a big batch really runs out of memory."""
-    big = study.with_overrides(train={"batch_size": 4096, "lr_patch": 48})
+    big = with_overrides(study, train={"batch_size": 4096, "lr_patch": 48})
     task = make_plan(big).variants[0]
     task = TrialTask(trial_id="0000", spec=task.spec, seed=0, factor=task.factor, level=task.level)
     free, total = torch.cuda.mem_get_info()

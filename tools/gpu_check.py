@@ -43,14 +43,14 @@ def run_cuda_tests() -> Row:
 
 def deploy_every_family(device: str) -> list[Row]:
     from sr_search import build, check_equivalence, reparameterize
-    from sr_search.blocks import REGISTRY
-    from tests.test_blocks import _border_spec, random_spec, randomize_statistics
+    from sr_search.model.blocks import REGISTRY
+    from sr_search.model.testing import option_specs, random_spec, randomize_statistics
 
     rows = []
     for dtype, tolerance in ((torch.float32, 1e-4), (torch.float16, 2e-2)):
         worst, failures = 0.0, []
         for block in sorted(REGISTRY):
-            for spec in (_border_spec(block), random_spec(block, random.Random(block))):
+            for spec in (*option_specs(block), random_spec(block, random.Random(block))):
                 model = build(spec)
                 randomize_statistics(model, torch.Generator().manual_seed(0))
                 model = model.to(device, dtype)
@@ -61,7 +61,7 @@ def deploy_every_family(device: str) -> list[Row]:
                 if placed != {(torch.device(device).type, dtype)} or not err <= tolerance:
                     failures.append(f"{block}: {placed} err {err:.2g}")
         name = str(dtype).removeprefix("torch.")
-        detail = f"{len(REGISTRY)} families x 2 specs, max abs err {worst:.1e} (tolerance {tolerance:g})"
+        detail = f"{len(REGISTRY)} families, every option + a random spec, max abs err {worst:.1e} (tolerance {tolerance:g})"
         rows.append((f"reparameterize on {device}, {name}", "FAIL" if failures else "pass",
                      "; ".join(failures) or detail))
     return rows
@@ -83,7 +83,7 @@ SPACE = "params: {block: rep, scale: 4, colors: 1, channels: 16, depth: 2, branc
 
 def tiny_study(device: str) -> Row:
     from sr_search import load_results, load_study
-    from sr_search.runner import launch
+    from sr_search.run.tune.runner import launch
 
     cuda = device.startswith("cuda")
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,7 +132,8 @@ def _hand_loop(model: torch.nn.Module, x: torch.Tensor, warmup: int, reps: int) 
 
 def timing_against_reference(device: str) -> list[Row]:
     from sr_search import PRESETS, build, measure, reparameterize
-    from sr_search.timing import DTYPES, get_protocol, lr_shape
+    from sr_search.run.timing.measure import DTYPES
+    from sr_search.study.protocols import get_protocol, lr_shape
 
     spec = PRESETS["ecbsr-m4c16-x4"]
     protocol = get_protocol("repsr" if device.startswith("cuda") else "cpu")
@@ -170,7 +171,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(f"no GPU: torch {torch.__version__} sees no CUDA device; nothing to check (exit 0)")
         return 0
-    sys.path.insert(0, str(ROOT))
     where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU (rehearsal)"
     print(f"sr-search GPU check on {where}; torch {torch.__version__}, CUDA {torch.version.cuda}")
     checks: list[tuple[str, Callable[[], Row | list[Row]]]] = [

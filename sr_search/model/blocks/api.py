@@ -1,0 +1,250 @@
+"""The block API: what a block family declares, and the registry of families by name.
+
+A family is one module (sr-search's own, or one of yours) that declares, in a `BlockFamily` subclass:
+
+- `Fields`: its own ArchSpec fields, a `FamilyFields` (pydantic) model with defaults and bounds. They stay flat in
+  YAML, `ArchSpec` and parquet (`spec.width_mult`, a `width_mult` column); another family's spec has none of them.
+- `deploy_fields`: which of those fields shape the deployed network (they enter `ArchSpec.deploy_key`, so
+  candidates that differ only in training-time structure share one timing).
+- how to build the training form: `block(spec)` (one body block); optionally `stem` (head/smooth conv), `tail`
+  (the conv before the pixel shuffle) and `body` (the whole trunk, when the family is more than a chain of blocks).
+- how the training form fuses: a module that changes form at deployment has `to_deploy(self) -> nn.Module`,
+  returning a *new* module on its own device and in its dtype (`sr_search.model.deploy.reparameterize` swaps it
+  in; `sr_search.model.blocks.fuse` holds the algebra). Everything else is deployed as it is.
+
+and registers it with `@register`. `sr_search.testing.check_family(name)` runs the contract every built-in family
+passes (deploy form equals training form on random specs and odd sizes, borders included). A family lives in the
+package (one module per family), in an installed package that names it under the `sr_search.blocks` entry-point
+group, or in a file a search space lists under `block_modules:`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import re
+import sys
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from ...errors import FieldProblem, SrSearchError
+
+#: An `ArchSpec` (sr_search.model.spec), which depends on this module rather than the reverse.
+Spec = Any
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class FamilyFields(BaseModel):
+    """Base of a family's own fields: frozen, unknown keys rejected. Give every field a default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BlockFamily:
+    """What `ArchSpec`, `build` and the search-space reader need to know about one block family."""
+
+    name: ClassVar[str]
+    paper: ClassVar[str] = ""
+    Fields: ClassVar[type[FamilyFields]] = FamilyFields
+    #: the fields that shape the deployed network
+    deploy_fields: ClassVar[tuple[str, ...]] = ()
+    #: families that deploy to the same network share timings (RepSR and ECBSR deploy as `plain`); default: own name
+    deploys_as: ClassVar[str | None] = None
+    #: VGG-style nets (ECBSR, RepSR, SRVGG) activate the head features; long-skip nets do not
+    vgg_style: ClassVar[bool] = False
+    #: smallest LR tile (after pixel-unshuffle) the family accepts
+    min_lr_size: ClassVar[int] = 1
+    #: values the contract tests draw each field from (default: a Literal's or bool's values, else the default)
+    examples: ClassVar[Mapping[str, Sequence[Any]]] = {}
+
+    # --- fields ----------------------------------------------------------------------------------------------
+
+    def defaults(self, common: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults that depend on the common fields (BSRN's ESA width is channels / 4); used when a field is unset."""
+        return {}
+
+    def validate(self, spec: Spec) -> None:
+        """Raise `FieldProblem(field, why, allowed)` for combinations the family cannot build."""
+
+    def deploy_key_fields(self, spec: Spec) -> dict[str, Any]:
+        """What `ArchSpec.deploy_key` hashes of this family's fields (default: every field in `deploy_fields`)."""
+        return {name: getattr(spec, name) for name in self.deploy_fields}
+
+    # --- the training form -----------------------------------------------------------------------------------
+
+    def block(self, spec: Spec) -> nn.Module:
+        """One body block, channels -> channels."""
+        raise NotImplementedError(f"block family {self.name!r} does not build blocks")
+
+    def stem(self, spec: Spec, cin: int, cout: int, act: bool) -> nn.Module:
+        """The 3x3 conv used for the head and the smooth conv (a plain conv by default)."""
+        from .layers import conv_act
+
+        return conv_act(cin, cout, 3, spec.activation if act else "identity")
+
+    def tail(self, spec: Spec, cin: int, cout: int) -> nn.Module:
+        """The conv in front of the pixel shuffle."""
+        return nn.Conv2d(cin, cout, 3, padding=1)
+
+    def body(self, spec: Spec) -> nn.Module:
+        """The trunk between head and upsampler: `depth` blocks chained, or fused as `spec.fusion` says (BSRN's
+        concat, CARN's cascade). Override it for a trunk of another shape (SPAN's four-way concat)."""
+        from .layers import Cascade, ConcatFusion
+
+        blocks = [self.block(spec) for _ in range(spec.depth)]
+        if spec.fusion == "concat":
+            return ConcatFusion(blocks, spec.channels, self.fusion_act(spec))
+        if spec.fusion == "cascade":
+            return Cascade(blocks, spec.channels, self.fusion_act(spec))
+        return nn.Sequential(*blocks)
+
+    def fusion_act(self, spec: Spec) -> str:
+        """The activation after the fusion 1x1 convs of `body` (PCARN has none)."""
+        return spec.activation
+
+    def upsampler_groups(self, spec: Spec) -> int:
+        """Groups of the convs of the `progressive` upsampler (CARN's are grouped like its body)."""
+        return 1
+
+    # --- derived ---------------------------------------------------------------------------------------------
+
+    @property
+    def deploy_name(self) -> str:
+        return self.deploys_as or self.name
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(self.Fields.model_fields)
+
+
+REGISTRY: dict[str, BlockFamily] = {}
+#: the common ArchSpec fields, which no family may redefine (set by `reserve` from sr_search.model.spec)
+RESERVED: set[str] = set()
+
+
+def reserve(common_fields: Sequence[str]) -> None:
+    """Record the common ArchSpec fields, and check the families registered before they were known."""
+    RESERVED.update(common_fields)
+    for family in REGISTRY.values():
+        clash = sorted(set(family.field_names) & RESERVED)
+        if clash:
+            raise SrSearchError(f"block family {family.name!r}: fields {clash} are common ArchSpec fields")
+
+
+def register(cls: type[BlockFamily]) -> type[BlockFamily]:
+    """Class decorator: make a family available by its `name` (checked, so a broken family fails here, not in
+    trial 137). Registering the same class again (a module imported twice) is a no-op."""
+    name = getattr(cls, "name", None)
+    where = f"block family {cls.__module__}.{cls.__qualname__}"
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise SrSearchError(f"{where}: `name` must be lower-case letters, digits and '_', got {name!r}")
+    old = REGISTRY.get(name)
+    if old is not None:
+        if (type(old).__module__, type(old).__qualname__) == (cls.__module__, cls.__qualname__):
+            return cls
+        raise SrSearchError(f"{where}: block family {name!r} is already registered by "
+                            f"{type(old).__module__}.{type(old).__qualname__}")
+    if not (isinstance(cls.Fields, type) and issubclass(cls.Fields, FamilyFields)):
+        raise SrSearchError(f"{where}: `Fields` must subclass sr_search.model.blocks.FamilyFields")
+    fields = cls.Fields.model_fields
+    clash = sorted(set(fields) & RESERVED)
+    if clash:
+        raise SrSearchError(f"{where}: fields {clash} are common ArchSpec fields; choose other names")
+    unknown = sorted(set(cls.deploy_fields) - set(fields))
+    if unknown:
+        raise SrSearchError(f"{where}: deploy_fields {unknown} are not among its Fields ({', '.join(fields)})")
+    for field, info in fields.items():
+        if info.is_required():
+            raise SrSearchError(f"{where}: field {field!r} needs a default")
+        other = next((f for f in REGISTRY.values() if field in f.Fields.model_fields), None)
+        if other is not None and other.Fields.model_fields[field].annotation != info.annotation:
+            raise SrSearchError(
+                f"{where}: field {field!r} is typed {info.annotation} but family {other.name!r} types it "
+                f"{other.Fields.model_fields[field].annotation}; a field name means one column, so one type"
+            )
+    REGISTRY[name] = cls()
+    return cls
+
+
+def family_of(name: str) -> BlockFamily:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise FieldProblem("block", f"unknown block {name!r}", sorted(REGISTRY), name) from None
+
+
+def block_field_infos() -> dict[str, Any]:
+    """Every registered family's fields (name -> pydantic FieldInfo), each name once (types agree, see register)."""
+    out: dict[str, Any] = {}
+    for family in REGISTRY.values():
+        for field, info in family.Fields.model_fields.items():
+            out.setdefault(field, info)
+    return out
+
+
+def users_of(field: str) -> list[str]:
+    """The families that have `field`."""
+    return sorted(name for name, f in REGISTRY.items() if field in f.Fields.model_fields)
+
+
+def example_values(family: BlockFamily, field: str) -> tuple[Any, ...]:
+    """What the contract tests draw `field` from: the family's `examples`, else the annotation's values."""
+    if field in family.examples:
+        return tuple(family.examples[field])
+    info = family.Fields.model_fields[field]
+    args = [a for a in (typing.get_args(info.annotation) or (info.annotation,)) if a is not type(None)]
+    if len(args) == 1 and typing.get_origin(args[0]) is typing.Literal:
+        return typing.get_args(args[0])
+    if args == [bool]:
+        return (True, False)
+    return (info.default,)
+
+
+# --- families outside the package ------------------------------------------------------------------------------
+
+
+def load_entry_points() -> list[str]:
+    """Import the families installed packages declare under the `sr_search.blocks` entry-point group."""
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for point in entry_points(group="sr_search.blocks"):
+        importlib.import_module(point.value.split(":")[0])
+        loaded.append(point.value)
+    return loaded
+
+
+def load_block_module(ref: str) -> str:
+    """Import a module of block families: an importable name (`my_package.blocks`) or a path to a .py file.
+
+    A file is imported once per process under a stable name, so its families register once. Returns the module name.
+    """
+    if not ref.endswith(".py"):
+        try:
+            importlib.import_module(ref)
+        except ImportError as exc:
+            raise SrSearchError(f"block module {ref!r} cannot be imported: {exc}") from None
+        return ref
+    path = Path(ref).resolve()
+    if not path.is_file():
+        raise SrSearchError(f"block module file not found: {path}")
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    name = f"sr_search_blocks_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{digest}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[name]
+            raise SrSearchError(f"block module {path} failed to import: {type(exc).__name__}: {exc}") from exc
+    return name

@@ -1,0 +1,273 @@
+"""A self-contained HTML report of one study directory (`sr-search report STUDY_DIR`).
+
+The report is honest about its data: a study where nothing completed gets a page listing why instead of a
+traceback, and front trials timed on a shared device are flagged. The tables live in `report_tables` and the
+figures in `figures`; both are re-exported here.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from matplotlib.figure import Figure
+
+from ..errors import SrSearchError
+from .study_dir import StudyDir
+from .figures import LOG_DECADES, plot_ablation, plot_front, plot_hypervolume
+from .pareto import DIRECTIONS
+from .tables import (
+    LABELS, PLOT_OBJECTIVES, TABLE_COLUMNS, UNITS, _cell, _complete, _exclusive, _missing, ablation_table, front_table,
+    front_text,
+)
+
+__all__ = [
+    "write_report", "front_table", "front_text", "ablation_table", "plot_front", "plot_ablation", "plot_hypervolume",
+    "PLOT_OBJECTIVES", "LOG_DECADES", "LABELS", "UNITS", "TABLE_COLUMNS", "FIGURES",
+]
+
+FIGURES = ("front.png", "ablation.png", "hypervolume.png")
+
+
+# --- the report ------------------------------------------------------------------------------------
+
+
+def write_report(study_dir: Path, df: pd.DataFrame | None = None, *, study_meta: dict | None = None) -> Path:
+    """Write ``study_dir/report/`` (PNG figures, front.csv, report.html) and return the HTML path.
+
+    `df` defaults to ``study_dir/results.parquet``. `study_meta` (e.g. the resolved study as a dict)
+    may name ``objectives`` as {column: 'max'|'min'}; it is shown as the settings when
+    ``study_dir/study.yaml`` is absent.
+    """
+    study_dir = Path(study_dir)
+    if df is None:
+        df = _load_results(study_dir)
+    for column in ("trial_id", "status"):
+        if column not in df.columns:
+            raise SrSearchError(
+                f"{study_dir}: the results have no {column!r} column (columns: {', '.join(map(str, df.columns))})"
+            )
+    meta = dict(study_meta or {})
+    objectives = _objectives(meta)
+    out = StudyDir(study_dir).report
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (*FIGURES, "front.csv"):
+        (out / name).unlink(missing_ok=True)
+
+    sections = [_summary_section(df)]
+    complete = _complete(df)
+    if len(complete):
+        sections.append(_front_section(df, objectives, out))
+        ablation = plot_ablation(df)
+        if ablation is not None:
+            sections.append(_figure_section("Ablation", ablation, out / "ablation.png",
+                                            _table_html(ablation_table(df))))
+        sections.append(_hypervolume_section(df, objectives, out))
+    sections.append(_failures_section(df))
+    sections.append(_settings_section(study_dir, meta))
+    sections.append(_environment_section(df))
+    title = f"sr-search report: {_study_name(df, meta, study_dir)}"
+    page = _PAGE.format(title=html.escape(title), css=_CSS, body="\n".join(s for s in sections if s))
+    path = out / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _load_results(study_dir: Path) -> pd.DataFrame:
+    path = StudyDir(study_dir).results
+    if not path.is_file():
+        where = "does not exist" if not study_dir.exists() else "has no results.parquet"
+        raise SrSearchError(
+            f"{study_dir}: {where}; point `sr-search report` at a study directory written by "
+            f"`sr-search launch` (it holds results.parquet)"
+        )
+    return pd.read_parquet(path)
+
+
+def _objectives(meta: Mapping[str, Any]) -> dict[str, str]:
+    given = meta.get("objectives")
+    if given is None:
+        return dict(PLOT_OBJECTIVES)
+    if isinstance(given, Mapping) and given and all(d in DIRECTIONS for d in given.values()):
+        return {str(k): str(v) for k, v in given.items()}
+    raise SrSearchError(
+        f"study_meta field 'objectives': need a mapping of column -> 'max'|'min'; got {given!r}"
+    )
+
+
+def _summary_section(df: pd.DataFrame) -> str:
+    counts = df["status"].astype(str).value_counts()
+    parts = ", ".join(f"{n} {html.escape(status)}" for status, n in counts.items())
+    text = f"<p>{len(df)} trials: {parts}.</p>" if len(df) else "<p>The study has no trials yet.</p>"
+    if len(df) and not (df["status"] == "complete").any():
+        text += (
+            '<div class="notice"><h2>No trial completed</h2><p>None of the '
+            f"{len(df)} trials finished, so there is no front and no figure. The reasons are listed "
+            "under <a href=\"#failures\">Trials that did not complete</a>.</p></div>"
+        )
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"<section><h2>Summary</h2>{text}<p class=\"small\">Generated {stamp}.</p></section>"
+
+
+def _front_section(df: pd.DataFrame, objectives: dict[str, str], out: Path) -> str:
+    missing = [name for name in objectives if name not in df.columns]
+    if missing:
+        return f"<section><h2>Pareto front</h2><p>No front: no column {', '.join(missing)} in the results.</p></section>"
+    table = front_table(df, objectives)
+    table.to_csv(out / "front.csv", index=False)
+    names = ", ".join(f"{html.escape(LABELS.get(n, n))} ({d})" for n, d in objectives.items())
+    note = ""
+    if "timing_exclusive" in table.columns and not _exclusive(table).all():
+        note = ('<p class="warn">Some front trials were timed on a shared device '
+                "(timing_exclusive = False): their throughput and latency are not reliable.</p>")
+    body = (f"<h3>Front table</h3><p>Objectives: {names}; {len(table)} trials on the front"
+            f"{', knee marked' if 'knee' in table.columns else ''}.</p>{note}{_table_html(table)}")
+    fig = plot_front(df)
+    if fig is None:
+        return f"<section><h2>Pareto front</h2><p>No complete trial has both PSNR-Y and throughput.</p>{body}</section>"
+    return _figure_section("Pareto front", fig, out / "front.png", body)
+
+
+def _hypervolume_section(df: pd.DataFrame, objectives: dict[str, str], out: Path) -> str:
+    if len(objectives) != 2:
+        return (f"<section><h2>Hypervolume</h2><p>Hypervolume is computed for two objectives; "
+                f"this study has {len(objectives)}.</p></section>")
+    if any(name not in df.columns for name in objectives):
+        return ""
+    fig = plot_hypervolume(df, objectives)
+    if fig is None:
+        return ""
+    return _figure_section("Hypervolume", fig, out / "hypervolume.png", "")
+
+
+def _failures_section(df: pd.DataFrame) -> str:
+    rest = df[df["status"].astype(str) != "complete"]
+    if rest.empty:
+        return ""
+    errors = rest["error"] if "error" in rest.columns else pd.Series(None, index=rest.index)
+    reasons = errors.map(lambda e: "(no error recorded)" if _missing(e) or not str(e).strip() else str(e).strip())
+    grouped = (
+        pd.DataFrame({"status": rest["status"].astype(str), "reason": reasons, "trial_id": rest["trial_id"].astype(str)})
+        .groupby(["status", "reason"], sort=False)["trial_id"]
+        .agg(count="size", trials=lambda ids: ", ".join(ids.iloc[:5]) + (" ..." if len(ids) > 5 else ""))
+        .reset_index()
+        .sort_values("count", ascending=False, kind="stable")
+    )
+    rows = "".join(
+        f"<tr><td>{html.escape(r.status)}</td><td>{r.count}</td><td>{html.escape(r.trials)}</td>"
+        f"<td><pre>{html.escape(r.reason)}</pre></td></tr>"
+        for r in grouped.itertuples()
+    )
+    return (
+        '<section id="failures"><h2>Trials that did not complete</h2>'
+        "<table><thead><tr><th>status</th><th>count</th><th>trials</th><th>reason</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></section>"
+    )
+
+
+def _settings_section(study_dir: Path, meta: Mapping[str, Any]) -> str:
+    path = StudyDir(study_dir).study_file
+    if path.is_file():
+        text, source = path.read_text(encoding="utf-8"), "study.yaml"
+    elif meta:
+        text, source = yaml.safe_dump(_plain(meta), sort_keys=False, allow_unicode=True), "study metadata"
+    else:
+        return "<section><h2>Study settings</h2><p>No study.yaml in the study directory.</p></section>"
+    return f"<section><h2>Study settings</h2><p class=\"small\">From {source}.</p><pre>{html.escape(text)}</pre></section>"
+
+
+def _environment_section(df: pd.DataFrame) -> str:
+    rows = []
+    for column in ("timing_device", "timing_protocol", "timing_precision", "timing_exclusive", "host", "versions"):
+        if column not in df.columns:
+            continue
+        values = df[column].map(_value_text)
+        for value, count in values.value_counts(dropna=False).items():
+            rows.append(f"<tr><td>{column}</td><td><code>{html.escape(value)}</code></td><td>{count}</td></tr>")
+    if not rows:
+        return "<section><h2>Environment</h2><p>The results record no timing device or versions.</p></section>"
+    return (
+        "<section><h2>Environment</h2><table><thead><tr><th>field</th><th>value</th><th>trials</th></tr>"
+        f"</thead><tbody>{''.join(rows)}</tbody></table></section>"
+    )
+
+
+def _figure_section(title: str, fig: Figure, path: Path, extra: str) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    png = buffer.getvalue()
+    path.write_bytes(png)
+    caption = html.escape(" ".join(ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()))
+    encoded = base64.b64encode(png).decode("ascii")
+    return (
+        f"<section><h2>{html.escape(title)}</h2><figure><img alt=\"{html.escape(title)}\" "
+        f"src=\"data:image/png;base64,{encoded}\"><figcaption>{caption} ({path.name})</figcaption></figure>"
+        f"{extra}</section>"
+    )
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def _study_name(df: pd.DataFrame, meta: Mapping[str, Any], study_dir: Path) -> str:
+    if meta.get("name"):
+        return str(meta["name"])
+    if "study" in df.columns and df["study"].notna().any():
+        return str(df["study"].dropna().iloc[0])
+    return study_dir.resolve().name
+
+
+def _table_html(table: pd.DataFrame) -> str:
+    shown = table.copy()
+    for column in shown.columns:
+        shown[column] = shown[column].map(lambda v, c=column: _cell(c, v))
+    return shown.to_html(index=False, escape=True, border=0, classes="data")
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return json.dumps(_plain(value), sort_keys=True)
+    if isinstance(value, np.ndarray):
+        return json.dumps(_plain(value.tolist()))
+    return "(not recorded)" if _missing(value) else str(value)
+
+
+def _plain(value: Any) -> Any:
+    """Numpy scalars/arrays and tuples to plain Python, so YAML/JSON dumps stay readable."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;font-size:.85em;margin:.6em 0}th,td{padding:.25em .6em;border-bottom:1px solid #e4e4e4;
+text-align:left;vertical-align:top}th{background:#f4f4f4}pre{white-space:pre-wrap;margin:0;font-size:.85em}
+section>pre{background:#f7f7f7;padding:.8em;border-radius:4px}img{max-width:100%}figure{margin:0}
+figcaption,.small{font-size:.8em;color:#666}.notice{border:2px solid #c0392b;background:#fdf0ef;padding:.4em 1em;
+border-radius:4px}.warn{color:#a04000}
+"""
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{css}</style></head>
+<body><h1>{title}</h1>
+{body}
+</body></html>
+"""

@@ -1,0 +1,112 @@
+"""`StudyDir`: the layout of a study folder, spelled in one place (DESIGN 4.5). No other module writes a path
+literal of a study folder; they ask this object.
+
+    <study>/study.yaml              the resolved study, frozen when it started
+    <study>/optuna.db               Optuna's SQLite storage (optuna-dashboard sqlite:///<study>/optuna.db)
+    <study>/ray/                    the Tune experiment (restorable); trial folders and their checkpoints
+    <study>/trials/<id>.parquet     one row per trial, written atomically
+    <study>/results.parquet         the rows consolidated
+    <study>/timing_cache.parquet    timings by deployed network
+    <study>/checkpoints/<id>.pt     trained weights (keep_checkpoints: true)
+    <study>/progress.json           what `sr-search status` reads
+    <study>/report/, export/        the report, exported networks
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SrSearchError
+
+#: the Tune experiment's name inside a study folder
+TUNE_NAME = "ray"
+#: the runner's trial ids: four or more digits (0000, 0001, ..., 12345)
+TRIAL_ID = re.compile(r"^[0-9]{4,}$")
+
+
+@dataclass(frozen=True)
+class StudyDir:
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    # --- files ---------------------------------------------------------------------------------------------
+
+    @property
+    def study_file(self) -> Path:
+        return self.root / "study.yaml"
+
+    @property
+    def optuna_db(self) -> Path:
+        return self.root / "optuna.db"
+
+    @property
+    def storage_url(self) -> str:
+        return f"sqlite:///{self.optuna_db.resolve()}"
+
+    @property
+    def tune(self) -> Path:
+        """The Tune experiment folder (`RunConfig(storage_path=root, name=TUNE_NAME)`)."""
+        return self.root / TUNE_NAME
+
+    @property
+    def trials(self) -> Path:
+        return self.root / "trials"
+
+    def trial_file(self, trial_id: str) -> Path:
+        return self.trials / f"{check_trial_id(trial_id)}.parquet"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.parquet"
+
+    @property
+    def timing_cache(self) -> Path:
+        return self.root / "timing_cache.parquet"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, trial_id: str) -> Path:
+        return self.checkpoints / f"{check_trial_id(trial_id)}.pt"
+
+    @property
+    def progress(self) -> Path:
+        return self.root / "progress.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def exports(self) -> Path:
+        return self.root / "export"
+
+    def export_file(self, trial_id: str, fmt: str) -> Path:
+        return self.exports / f"{check_trial_id(trial_id)}.{fmt}"
+
+    # --- what it is ----------------------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return self.root.is_dir()
+
+    def require(self) -> StudyDir:
+        """Self, or an error naming the path when there is no study directory there."""
+        if not self.root.is_dir():
+            raise SrSearchError(f"no study directory at {self.root}")
+        return self
+
+
+def check_trial_id(trial_id: str) -> str:
+    """A trial id as the runner writes them (digits only), so no id can point outside the study folder."""
+    if not isinstance(trial_id, str) or not TRIAL_ID.match(trial_id):
+        raise SrSearchError(f"trial id {trial_id!r} is not a trial id of this tool (four or more digits, e.g. 0007)")
+    return trial_id

@@ -1,0 +1,237 @@
+"""`Study`: a study file validated into one frozen object (the keys and their defaults: sr_search/study/config.py).
+
+Nested sections (`data`, `train`, `timing`, `resources`, ...) are validated by pydantic natively, so every problem
+keeps its key path; the timing protocol is resolved once, here (`Study.protocol`), and passed down from there.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from ..errors import FieldProblem, SrSearchError
+from ..model.presets import preset as resolve_preset
+from ..model.spec import ArchSpec
+from .domain import Constraints
+from .grid import GridPoint
+from .protocols import PROTOCOLS, TimingProtocol, get_protocol
+from .settings import BUILTIN, DataSpec, TrainBudget
+from .space import SearchSpace
+from .space_file import load_space
+from .yamlfile import did_you_mean
+
+#: result columns a study may optimise, with the only direction that makes sense for each
+METRICS = {
+    "psnr_y": "max", "ssim_y": "max", "psnr_gain": "max", "ntire_score": "max", "throughput": "max",
+    "mpix_per_s": "max", "latency_ms": "min", "latency_ms_p90": "min", "params_deploy": "min",
+    "params_train": "min", "macs_deploy": "min", "peak_mem_mb": "min", "train_seconds": "min",
+}
+#: what a study optimises unless it says otherwise: quality and speed (the one place this default lives)
+DEFAULT_OBJECTIVES: dict[str, str] = {"psnr_y": "max", "throughput": "max"}
+SEARCH_KEYS = ("sampler", "n_trials", "seed", "baselines")
+ABLATION_KEYS = ("base", "factors", "design", "seeds")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class Resources(BaseModel):
+    """Per-trial resources handed to Ray, and how many trials run at once."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cpus_per_trial: float = Field(1, gt=0)
+    #: fractional values share a GPU between trials (training only: timings are then marked non-exclusive);
+    #: 'auto' = 1 when this machine has CUDA, else 0 (set it explicitly for a cluster whose driver has no GPU)
+    gpus_per_trial: float = Field("auto", ge=0, validate_default=True)
+    concurrency: int = Field(1, ge=1)
+    max_failures: int = Field(0, ge=0)
+
+    @field_validator("gpus_per_trial", mode="before")
+    @classmethod
+    def _auto_gpus(cls, value: Any) -> Any:
+        if value == "auto":
+            import torch
+
+            return 1.0 if torch.cuda.is_available() else 0.0
+        return value
+
+
+class Study(BaseModel):
+    """A validated study file. Frozen; `with_overrides` makes a new one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    name: str = Field(max_length=100)
+    space: Path
+    mode: Literal["search", "ablation"] = "search"
+    #: pins common ArchSpec fields of the space for this study (e.g. {scale: 2}); also applied to `base`
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    #: budgets on top of (and overriding) the space's `constraints`
+    constraint_overrides: Constraints = Field(default_factory=Constraints, alias="constraints")
+    sampler: Literal["tpe", "nsga2", "random", "gp"] = "tpe"
+    n_trials: int = Field(50, ge=1)
+    seed: int = Field(0, ge=0)
+    baselines: tuple[str, ...] = ()
+    base: str | dict[str, Any] | None = None
+    factors: dict[str, list[Any]] = Field(default_factory=dict)
+    design: Literal["one_at_a_time", "factorial"] = "one_at_a_time"
+    seeds: tuple[int, ...] = Field((0,), min_length=1)
+    data: DataSpec = Field(default_factory=DataSpec)
+    train: TrainBudget = Field(default_factory=TrainBudget)
+    timing: str | TimingProtocol = "auto"
+    protocols: dict[str, TimingProtocol] = Field(default_factory=dict)
+    objectives: dict[str, Literal["max", "min"]] = Field(default_factory=lambda: dict(DEFAULT_OBJECTIVES),
+                                                         min_length=1)
+    resources: Resources = Field(default_factory=Resources)
+    keep_checkpoints: bool = False
+    #: default runs/<name>, relative to the current directory
+    out_dir: Path | None = None
+    #: the space as loaded with the study (its file read once, `fixed` pinned); not part of the study file
+    loaded_space: SearchSpace | None = Field(None, exclude=True, repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_out_dir(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("out_dir") is None and isinstance(data.get("name"), str):
+            data = {**data, "out_dir": str(Path("runs") / data["name"])}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not re.match(_NAME, value):
+            raise ValueError(f"name {value!r} becomes a folder name (runs/<name>): use letters, digits, '_', '-' "
+                             f"and '.', starting with a letter or digit")
+        return value
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _resolve_space(cls, value: Any, info: ValidationInfo) -> Any:
+        return _resolve(value, info)
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _resolve_data(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, dict):
+            return value
+        value = dict(value)
+        if isinstance(value.get("train"), str) and value["train"] != BUILTIN:
+            value["train"] = str(_resolve(value["train"], info))
+        if isinstance(value.get("val"), dict):
+            value["val"] = {k: str(_resolve(v, info)) if isinstance(v, str) and v != BUILTIN else v
+                            for k, v in value["val"].items()}
+        return value
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _resolve_warm_start(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, dict) and isinstance(value.get("warm_start"), str):
+            value = {**value, "warm_start": str(_resolve(value["warm_start"], info))}
+        return value
+
+    @field_validator("timing", mode="before")
+    @classmethod
+    def _inline_protocol(cls, value: Any) -> Any:
+        return {"name": "inline", **value} if isinstance(value, dict) else value
+
+    @field_validator("protocols", mode="before")
+    @classmethod
+    def _custom_protocols(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {key: {**record, "name": key} if isinstance(record, dict) else record for key, record in value.items()}
+
+    @field_validator("objectives")
+    @classmethod
+    def _check_objectives(cls, value: dict[str, str]) -> dict[str, str]:
+        for metric, direction in value.items():
+            family = metric if metric in METRICS else metric.rsplit("_", 1)[0]
+            if family not in METRICS:
+                raise FieldProblem(metric, f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}", [
+                    *METRICS, "psnr_y_<set>", "ssim_y_<set> (per validation set)"])
+            if direction != METRICS[family]:
+                raise FieldProblem(metric, f"{metric} should be {METRICS[family]}imised, not {direction}imised")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_protocol(self) -> Study:
+        self.protocol  # noqa: B018 - resolved (and checked) once, here
+        return self
+
+    # --- what the runner asks ------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def protocol(self) -> TimingProtocol:
+        """The timing protocol, resolved once: a name (custom protocols first, then built-ins), an inline one, or
+        'auto': `repsr` when trials get a GPU, else `cpu`."""
+        name = self.timing
+        if name == "auto":
+            name = "repsr" if self.resources.gpus_per_trial > 0 else "cpu"
+        known = ["auto", *PROTOCOLS, *(k for k in self.protocols if k not in PROTOCOLS)]
+        if isinstance(name, str) and name not in known:
+            raise FieldProblem("timing", f"unknown timing protocol {name!r}{did_you_mean(name, known)}",
+                               [*known, "or an inline protocol mapping"])
+        try:
+            return get_protocol(name, self.protocols)
+        except SrSearchError as exc:
+            raise FieldProblem("protocols", str(exc)) from None
+
+    def search_space(self) -> SearchSpace:
+        """The study's space: the file as loaded with the study, `fixed` pinned, the study's constraints merged in."""
+        space = self.loaded_space
+        if space is None:
+            space = self._file_space()
+            if self.fixed:
+                space = space.with_fixed(self.fixed)
+        return space.model_copy(update={"constraints": self.constraints(space)})
+
+    def constraints(self, space: SearchSpace | None = None) -> Constraints:
+        """The budgets every candidate must meet before it is trained (space's, overridden by the study's)."""
+        space = space or self.loaded_space or self._file_space()
+        mine = self.constraint_overrides.model_dump(exclude_none=True)
+        return Constraints(**{**space.constraints.model_dump(exclude_none=True), **mine})
+
+    def _file_space(self) -> SearchSpace:
+        """The space file as loaded (cached until the file changes)."""
+        return _cached_space(str(self.space), self.space.stat().st_mtime_ns)
+
+    def base_spec(self) -> ArchSpec:
+        """The ablation's base: a preset, a preset with changes, or an inline spec; `fixed` applied."""
+        if self.base is None:
+            raise SrSearchError(f"study {self.name!r} has no `base` (mode: {self.mode})")
+        if isinstance(self.base, str):
+            spec = resolve_preset(self.base)
+        else:
+            changes = dict(self.base)
+            preset = changes.pop("preset", None)
+            spec = resolve_preset(preset).replace(**changes) if preset is not None else ArchSpec(**changes)
+        return spec.replace(**self.fixed) if self.fixed else spec
+
+    def ablation_grid(self) -> list[GridPoint]:
+        """The ablation's variants in order, each once (run each once per seed in `seeds`)."""
+        return self.search_space().grid(self.base_spec(), self.factors, mode=self.design)
+
+    def to_yaml(self) -> str:
+        """The resolved study (defaults included), as frozen into the study directory."""
+        return yaml.safe_dump(self.dump(), sort_keys=False)
+
+    def dump(self) -> dict[str, Any]:
+        """The resolved study as plain data, without the keys of the other mode."""
+        unused = ABLATION_KEYS if self.mode == "search" else SEARCH_KEYS
+        return {k: v for k, v in self.model_dump(mode="json", by_alias=True).items() if k not in unused}
+
+
+def _resolve(value: Any, info: ValidationInfo) -> Any:
+    base_dir = (info.context or {}).get("base_dir")
+    if isinstance(value, (str, Path)) and base_dir is not None and str(value):
+        return (Path(base_dir) / Path(value).expanduser()).resolve()
+    return value
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_space(path: str, mtime_ns: int) -> SearchSpace:
+    return load_space(path)

@@ -1,0 +1,149 @@
+"""Named timing protocols (DESIGN 6): what a timing depends on, fixed in a frozen record.
+
+A timing is only worth recording when it is reproducible, so each protocol is a frozen record that fixes everything
+the number depends on: device kind, precision, batch, input size, warm-up, repetitions, cudnn.benchmark, memory
+format and (CPU) the thread count. Built-in protocols:
+
+- `repsr`: CUDA, fp16, batch 4, output 720x1280 (LR 180x320 at x4, 360x640 at x2; x3 does not divide 1280, so x3
+  models need a protocol with an explicit `lr_size`, e.g. `ntire23-x3`).
+- `ntire23-x2`, `ntire23-x3`: the NTIRE 2023 real-time 4K SR runtime protocol (reference section 6.2): `.half()`
+  weights and input, batch 1, cudnn.benchmark, 50 warm-up and 244 timed runs with CUDA events and a synchronise
+  after each. The output is 3840x2160 given as **H=3840, W=2160 (portrait)**, exactly as the official demo builds
+  its random input (LR 1920x1080 at x2, 1280x720 at x3); the pixel count equals landscape 4K, but kernels whose
+  speed depends on orientation can differ, so define a landscape custom protocol to compare. NTIRE reports the
+  *mean*; `Timing.latency_ms_mean` is that figure, `latency_ms` the median.
+- `cpu`: fp32, batch 1, LR 108x192 (16:9, divisible by every unshuffle factor 1-4), one pinned thread (the most
+  repeatable figure on a shared machine and the same on any core count), 3 warm-up and 20 timed runs. The default when CUDA is not available.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, PositiveInt, model_validator
+
+from ..errors import FieldProblem, SrSearchError
+from ..model.network import min_input_size
+from ..model.spec import ArchSpec
+from ..records import Record
+
+__all__ = ["Precision", "TimingProtocol", "PROTOCOLS", "get_protocol", "default_protocol", "lr_shape"]
+
+Precision = Literal["fp32", "fp16", "bf16"]
+
+
+class TimingProtocol(Record):
+    """How to time: a frozen record, so two timings under the same protocol are comparable.
+
+    Exactly one of `lr_size` (H, W of the LR input) or `hr_size` (H, W of the output; LR = HR / scale) is set.
+    `scale`, when set, restricts the protocol to models of that scale (an NTIRE track). `threads` pins torch's
+    intra-op threads on CPU during timing (default 1) and is restored afterwards; it is not allowed on CUDA.
+    """
+
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.+-]+$")
+    device: Literal["cuda", "cpu"]
+    precision: Precision = "fp32"
+    batch: int = Field(1, ge=1, le=4096)
+    lr_size: tuple[PositiveInt, PositiveInt] | None = None
+    hr_size: tuple[PositiveInt, PositiveInt] | None = None
+    scale: Literal[2, 3, 4] | None = None
+    warmup: int = Field(10, ge=0, le=10_000)
+    reps: int = Field(50, ge=1, le=100_000)
+    cudnn_benchmark: bool = False
+    channels_last: bool = False
+    threads: int | None = Field(None, ge=1, le=1024)
+    ntire: bool = False
+
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pin_cpu_threads(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("device") == "cpu" and data.get("threads") is None:
+            data = {**data, "threads": 1}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> TimingProtocol:
+        if (self.lr_size is None) == (self.hr_size is None):
+            raise FieldProblem("lr_size", f"protocol {self.name!r}: set exactly one of 'lr_size' (LR input H, W) or "
+                                          f"'hr_size' (output H, W)")
+        if self.device == "cpu" and self.cudnn_benchmark:
+            raise FieldProblem("cudnn_benchmark", "applies to device 'cuda' only; got True on 'cpu'")
+        if self.device == "cuda" and self.threads is not None:
+            raise FieldProblem("threads", f"applies to device 'cpu' only; got {self.threads} on 'cuda'")
+        return self
+
+    def fingerprint(self) -> str:
+        """Hash of every field: a cached timing is reused only under an identical protocol."""
+        return hashlib.sha1(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+PROTOCOLS: dict[str, TimingProtocol] = {
+    p.name: p
+    for p in (
+        TimingProtocol(name="repsr", device="cuda", precision="fp16", batch=4, hr_size=(720, 1280), warmup=20,
+                       reps=100, cudnn_benchmark=True),
+        TimingProtocol(name="ntire23-x2", device="cuda", precision="fp16", batch=1, hr_size=(3840, 2160), scale=2,
+                       warmup=50, reps=244, cudnn_benchmark=True, ntire=True),
+        TimingProtocol(name="ntire23-x3", device="cuda", precision="fp16", batch=1, hr_size=(3840, 2160), scale=3,
+                       warmup=50, reps=244, cudnn_benchmark=True, ntire=True),
+        TimingProtocol(name="cpu", device="cpu", precision="fp32", batch=1, lr_size=(108, 192), warmup=3, reps=20,
+                       threads=1),
+    )
+}
+
+
+def get_protocol(
+    name_or_record: str | TimingProtocol, custom: dict[str, TimingProtocol] | None = None
+) -> TimingProtocol:
+    """A protocol by name (custom ones first, then built-ins), or the record itself."""
+    if isinstance(name_or_record, TimingProtocol):
+        return name_or_record
+    custom = custom or {}
+    for key, record in custom.items():
+        if record.name != key:
+            raise SrSearchError(f"custom timing protocol {key!r} is named {record.name!r}; the names must match")
+        if key in PROTOCOLS and record != PROTOCOLS[key]:
+            raise SrSearchError(f"custom timing protocol {key!r} redefines the built-in one; choose another name")
+    if name_or_record in custom:
+        return custom[name_or_record]
+    if name_or_record in PROTOCOLS:
+        return PROTOCOLS[name_or_record]
+    allowed = ", ".join([*PROTOCOLS, *(k for k in custom if k not in PROTOCOLS)])
+    raise SrSearchError(f"unknown timing protocol {name_or_record!r}; allowed: {allowed}")
+
+
+def default_protocol() -> str:
+    """'repsr' when CUDA is available, else 'cpu'."""
+    return "repsr" if torch.cuda.is_available() else "cpu"
+
+
+def lr_shape(protocol: str | TimingProtocol, spec: ArchSpec) -> tuple[int, int, int, int]:
+    """(batch, colors, h, w) of the LR input `spec` is timed at under `protocol`."""
+    p = get_protocol(protocol)
+    r = spec.unshuffle
+    if p.scale is not None and spec.scale != p.scale:
+        raise SrSearchError(f"timing protocol {p.name!r} is for x{p.scale} models; the spec is x{spec.scale}")
+    if p.lr_size is not None:
+        h, w = p.lr_size
+        if h % r or w % r:
+            raise SrSearchError(f"timing protocol {p.name!r}: lr_size {h}x{w} is not divisible by the spec's "
+                                f"unshuffle={r}")
+    else:
+        big_h, big_w = p.hr_size
+        f = spec.scale * r
+        if big_h % f or big_w % f:
+            raise SrSearchError(
+                f"timing protocol {p.name!r} fixes the output at {big_h}x{big_w}, which is not divisible by "
+                f"scale*unshuffle = {spec.scale}*{r}; use a protocol with an 'lr_size'"
+                + (" such as ntire23-x3" if spec.scale == 3 and r == 1 else "")
+            )
+        h, w = big_h // spec.scale, big_w // spec.scale
+    smallest = min_input_size(spec)
+    if min(h, w) < smallest:
+        raise SrSearchError(f"timing protocol {p.name!r}: LR input {h}x{w} is below the {smallest} px the "
+                            f"{spec.block!r} network needs")
+    return p.batch, spec.colors, h, w
