@@ -32,7 +32,7 @@ def _plain_loop(study, rows, out: Path) -> float:
     start = time.perf_counter()
     for row in rows:
         task = TrialTask(trial_id=row["trial_id"], spec=ArchSpec.from_json(row["arch_json"]), seed=int(row["seed"]))
-        run_trial(task, study, out, device=torch.device("cpu"), exclusive_timing=True)
+        run_trial(task, study, device=torch.device("cpu"), exclusive_timing=True)
     return time.perf_counter() - start
 
 

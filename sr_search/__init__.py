@@ -19,7 +19,7 @@ _API = {
     "PRESETS": "model.presets",
     "SrSearchError": "errors",
     "load_study": "study.config",
-    "launch": "run.tune.runner",
+    "launch": "run.tune.launch",
     "load_results": "results.store",
     "pareto_front": "results.pareto",
     "measure": "run.timing.measure",

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 import typer
 
-from .errors import SrSearchError
+from .errors import SrSearchError, StudyStopped
 
 app = typer.Typer(
     help="Architecture search and ablations for efficient super-resolution.",
@@ -22,6 +22,8 @@ app = typer.Typer(
 
 EXIT_BAD_INPUT = 1
 EXIT_RUNTIME = 2
+#: a study stopped before its end (Ctrl-C): what finished is kept; `launch --resume` runs the rest
+EXIT_STOPPED = 130
 
 
 def _guarded(fn: Callable) -> Callable:
@@ -34,11 +36,14 @@ def _guarded(fn: Callable) -> Callable:
         except SrSearchError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
+        except StudyStopped as exc:
+            typer.echo(f"{exc}", err=True)
+            raise typer.Exit(EXIT_STOPPED) from None
         except typer.Exit:
             raise
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_STOPPED) from None
         except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
             if os.environ.get("SR_SEARCH_DEBUG"):
                 traceback.print_exc()
@@ -87,7 +92,7 @@ def launch(
     dashboard_host: str = typer.Option("127.0.0.1", "--dashboard-host", help="where the local Ray dashboard listens; loopback unless you ask otherwise"),
 ) -> None:
     """Run a study: Optuna samples, Ray Tune trains, every candidate is reparameterized, timed and recorded."""
-    from .run.tune.runner import launch as run
+    from .run.tune.launch import launch as run
     from .study.config import load_study
 
     study = load_study(study_file)

@@ -50,3 +50,20 @@ class FieldProblem(ValueError):
 
     def __repr__(self) -> str:
         return f"FieldProblem({self.loc!r}, {self.message!r})"
+
+
+class StudyWriteError(OSError):
+    """A file of the study could not be written (a full disk, a read-only folder): names the path. Everything
+    written before stays valid, and a resumed study carries on from there."""
+
+    def __init__(self, path: object, cause: OSError) -> None:
+        super().__init__(cause.errno, f"cannot write {path}: {cause.strerror or cause}")
+        self.path = path
+
+
+class StudyStopped(Exception):
+    """A study stopped before all its trials finished (Ctrl-C): nothing finished is lost; resume it."""
+
+    def __init__(self, folder: object, done: int, total: int, resume_hint: str) -> None:
+        super().__init__(f"stopped with {done}/{total} trials in {folder}; continue with: {resume_hint}")
+        self.folder, self.done, self.total, self.resume_hint = folder, done, total, resume_hint

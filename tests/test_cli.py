@@ -4,7 +4,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-import sr_search.run.tune.runner
+import sr_search.run.tune.launch
 from sr_search.cli import app
 
 runner = CliRunner()
@@ -18,7 +18,7 @@ def test_launch_passes_its_options_to_the_library(monkeypatch, tmp_path):
         seen.update(kwargs, study=study)
         return tmp_path
 
-    monkeypatch.setattr(sr_search.run.tune.runner, "launch", fake_launch)
+    monkeypatch.setattr(sr_search.run.tune.launch, "launch", fake_launch)
     result = runner.invoke(app, ["launch", str(ROOT / "studies/smoke.yaml"), "--dry-run", "--trials", "2",
                                  "--address", "ray://head:10001", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -31,7 +31,7 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
     result = runner.invoke(app, ["launch", str(ROOT / "studies/repsr_ablation.yaml"), "--dry-run",
                                  "--out", str(tmp_path / "x")])
     assert result.exit_code == 0, result.output
-    assert "trials: 13" in result.output
+    assert "trials: 13 (0 done, 13 to run)" in result.output
     assert not (tmp_path / "x").exists()
 
 

@@ -17,7 +17,7 @@ import ray
 from sr_search import SrSearchError, load_results, load_study
 from sr_search.results.export import export
 from sr_search.results.report import write_report
-from sr_search.run.tune.runner import launch
+from sr_search.run.tune.launch import launch
 
 REQUIRED = ["psnr_y", "throughput", "latency_ms", "params_deploy", "macs_deploy", "reparam_max_abs_err",
             "timing_device", "deploy_key", "arch_json", "bicubic_psnr_y", "psnr_gain", "train_iterations", "seed"]
@@ -110,7 +110,7 @@ def test_a_diverging_trial_is_recorded_with_its_reason(tmp_path, ray_cluster):
 
 
 def test_local_dashboard_binds_to_loopback_by_default(monkeypatch, tmp_path):
-    import sr_search.run.tune.runner as runner
+    import sr_search.run.tune.cluster as cluster
 
     calls = {}
 
@@ -118,8 +118,8 @@ def test_local_dashboard_binds_to_loopback_by_default(monkeypatch, tmp_path):
         calls.update(kwargs)
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(runner.ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(runner.ray, "init", fake_init)
+    monkeypatch.setattr(cluster.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(cluster.ray, "init", fake_init)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     study = load_study(write_study(tmp_path, "dash", "n_trials: 1\n"))
     with pytest.raises(RuntimeError, match="stop here"):
@@ -150,32 +150,39 @@ def test_interrupted_study_resumes_with_every_trial_exactly_once(tmp_path):
     assert sorted(t.number for t in ot.trials if t.state == optuna.trial.TrialState.COMPLETE) == [0, 1, 2]
 
 
-def test_reconcile_tells_optuna_what_the_rows_say(tmp_path):
-    """A killed driver can leave Optuna trials RUNNING that the restored searcher no longer knows."""
-    from sr_search.results.store import spec_columns, write_trial_row
-    from sr_search.run.tune.runner import reconcile_optuna, storage_url
+def test_rows_are_told_to_optuna_and_trials_without_a_row_run_again(tmp_path):
+    """A killed driver can leave Optuna trials RUNNING: the rows say what happened, and a trial without a row runs
+    again under its own id."""
     from sr_search import PRESETS
+    from sr_search.results.store import spec_columns, write_trial_row
+    from sr_search.results.study_dir import StudyDir
+    from sr_search.run.plan import plan_session
+    from sr_search.run.trial import TrialTask
+    from sr_search.run.tune.launch import _tell_known_rows
+    from sr_search.run.tune.searcher import TrialBook
 
-    study = load_study(write_study(tmp_path, "rec", "n_trials: 3\n"))
-    out = tmp_path / "run"
-    out.mkdir()
-    ot = optuna.create_study(study_name="rec", storage=storage_url(out), directions=["maximize", "maximize"])
-    for _ in range(3):
-        ot.ask()
+    study = load_study(write_study(tmp_path, "rec", "n_trials: 4\n"))
+    folder = StudyDir(tmp_path / "run")
+    folder.root.mkdir()
+    book = TrialBook(study, folder.storage_url)
+    for i in range(3):
+        book.annotate(book.ask(), TrialTask(f"{i:04d}", PRESETS["rtsrn-x2"], seed=i))
     spec = spec_columns(PRESETS["rtsrn-x2"])
-    write_trial_row(out, {"study": "rec", "trial_id": "0000", "status": "complete", **spec,
-                          "psnr_y": 30.5, "throughput": 12.0})
-    write_trial_row(out, {"study": "rec", "trial_id": "0001", "status": "infeasible", **spec,
-                          "constraint_max_params": 5.0})
+    write_trial_row(folder, {"study": "rec", "trial_id": "0000", "status": "complete", **spec, "seed": 0,
+                             "psnr_y": 30.5, "throughput": 12.0})
+    write_trial_row(folder, {"study": "rec", "trial_id": "0001", "status": "infeasible", **spec, "seed": 1,
+                             "constraint_max_params": 5.0})
 
-    assert reconcile_optuna(study, out, finished=False) == 2  # 0002 may still be resumed by Tune
-    trials = optuna.load_study(study_name="rec", storage=storage_url(out)).trials
+    rows = load_results(folder)
+    _tell_known_rows(book, rows)
+    trials = TrialBook(study, folder.storage_url).study.trials
     assert trials[0].state == optuna.trial.TrialState.COMPLETE and trials[0].values == [30.5, 12.0]
     assert trials[1].state == optuna.trial.TrialState.PRUNED and trials[1].constraints == {"max_params": 5.0}
     assert trials[2].state == optuna.trial.TrialState.RUNNING
 
-    assert reconcile_optuna(study, out, finished=True) == 1
-    assert optuna.load_study(study_name="rec", storage=storage_url(out)).trials[2].state == optuna.trial.TrialState.FAIL
+    session = plan_session(study, rows.to_dict("records"), book.asked())
+    assert [t.trial_id for t in session.rerun] == ["0002"]  # no row: runs again as itself
+    assert session.sampled == 1 and session.total == 4
 
 
 def test_cuda_protocol_without_gpus_is_refused_before_anything_starts(tmp_path):

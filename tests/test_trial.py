@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sr_search import load_results, load_study
+from sr_search import load_study
 from sr_search.model.network import SRNet
-from sr_search.run.tune.runner import make_plan
-from sr_search.run.trial import TrialTask, run_trial
+from sr_search.run.plan import make_plan
+from sr_search.run.trial import run_trial
 from sr_search.study.config import with_overrides
 
 STUDY = """\
@@ -42,19 +42,15 @@ def test_out_of_gpu_memory_fails_one_trial_and_the_next_one_runs(study, tmp_path
         return forward(self, x)
 
     monkeypatch.setattr(SRNet, "forward", oom_for_12_channels)
-    out = tmp_path / "run"
-    tasks = make_plan(study).variants
-    for i, task in enumerate(tasks):
-        task = TrialTask(trial_id=f"{i:04d}", spec=task.spec, seed=task.seed, factor=task.factor, level=task.level)
-        run_trial(task, study, out, device=torch.device("cpu"), exclusive_timing=True)
-    df = load_results(out)
-    assert list(df["status"]) == ["complete", "failed", "complete"]
-    error = df.loc[1, "error"]
+    rows = [run_trial(planned.task(f"{i:04d}", study), study, device=torch.device("cpu"), exclusive_timing=True).row
+            for i, planned in enumerate(make_plan(study))]
+    assert [r["status"] for r in rows] == ["complete", "failed", "complete"]
+    error = rows[1]["error"]
     assert "out of GPU memory" in error and "batch 4, LR patch 16" in error, error
 
 
 def test_fractional_gpus_and_shared_cpus_mark_timings_non_exclusive(study):
-    from sr_search.run.tune.runner import _exclusive_timing
+    from sr_search.run.tune.launch import exclusive_timing as _exclusive_timing
 
     def with_resources(**resources):
         return with_overrides(study, resources=resources)
@@ -69,16 +65,13 @@ def test_fractional_gpus_and_shared_cpus_mark_timings_non_exclusive(study):
 def test_a_real_cuda_out_of_memory_fails_the_trial_and_frees_the_gpu(study, tmp_path):
     """On a GPU: cap this process at a sliver of the device, so a big batch really runs out of memory."""
     big = with_overrides(study, train={"batch_size": 4096, "lr_patch": 48})
-    task = make_plan(big).variants[0]
-    task = TrialTask(trial_id="0000", spec=task.spec, seed=0, factor=task.factor, level=task.level)
+    task = make_plan(big)[0].task("0000", big)
     free, total = torch.cuda.mem_get_info()
     torch.cuda.set_per_process_memory_fraction(min(1.0, 2**30 / total))  # 1 GiB
     try:
-        row = run_trial(task, big, tmp_path / "big", device=torch.device("cuda"), exclusive_timing=True)
+        row = run_trial(task, big, device=torch.device("cuda"), exclusive_timing=True).row
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
     assert row["status"] == "failed" and "out of GPU memory" in row["error"], row["error"]
     assert torch.cuda.memory_allocated() < 2**28  # released: less than 256 MiB still held
-    task = TrialTask(trial_id="0001", spec=task.spec, seed=0)
-    assert run_trial(task, study, tmp_path / "small", device=torch.device("cuda"), exclusive_timing=True)["status"] \
-        == "complete"
+    assert run_trial(task, study, device=torch.device("cuda"), exclusive_timing=True).row["status"] == "complete"

@@ -7,8 +7,8 @@ them, so a killed driver loses no finished trial.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import yaml
 from ..errors import SrSearchError
 from ..model.spec import ArchSpec, spec_field_infos
 from ..study.model import DEFAULT_OBJECTIVES
-from .study_dir import StudyDir
+from .study_dir import StudyDir, atomic_write
 
 STATUSES = ("complete", "infeasible", "failed", "pruned")
 
@@ -50,10 +50,10 @@ COLUMNS: dict[str, pa.DataType] = {
     "train_iterations": _INT, "train_seconds": _F64, "final_loss": _F64,
     "latency_ms": _F64, "latency_ms_p90": _F64, "latency_ms_mean": _F64, "throughput": _F64, "mpix_per_s": _F64,
     "timing_protocol": _STR, "timing_device": _STR, "timing_precision": _STR,
-    "timing_exclusive": _BOOL, "timing_cached": _BOOL, "timing_retimed": _BOOL,
+    "timing_exclusive": _BOOL, "timing_cached": _BOOL, "timing_retimed": _BOOL, "timing_node": _STR,
     "reparam_max_abs_err": _F64, "peak_mem_mb": _F64, "ntire_score": _F64,
     "constraint_violation": _F64,
-    "seed": _INT, "started_at": _TIME, "finished_at": _TIME, "host": _STR, "versions": _STR,
+    "seed": _INT, "started_at": _TIME, "finished_at": _TIME, "host": _STR, "node": _STR, "versions": _STR,
 }
 _SPEC_AFTER = "error"  # spec columns go right after the status columns, as in 0.1
 
@@ -76,6 +76,22 @@ def spec_columns(spec: ArchSpec) -> dict[str, Any]:
             "deploy_key": spec.deploy_key()}
 
 
+_TIMESTAMPS = ("started_at", "finished_at")
+
+
+def row_to_json(row: dict[str, Any]) -> str:
+    """A row as JSON, to travel from a worker to the driver (timestamps as ISO 8601)."""
+    return json.dumps({k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()})
+
+
+def row_from_json(text: str) -> dict[str, Any]:
+    row = json.loads(text)
+    for name in _TIMESTAMPS:
+        if isinstance(row.get(name), str):
+            row[name] = datetime.fromisoformat(row[name])
+    return row
+
+
 def _table(row: dict[str, Any]) -> pa.Table:
     unknown_status = row.get("status") not in STATUSES
     if unknown_status:
@@ -96,15 +112,7 @@ def _table(row: dict[str, Any]) -> pa.Table:
 
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def write_trial_row(study_dir: str | Path | StudyDir, row: dict[str, Any]) -> Path:

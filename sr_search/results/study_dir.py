@@ -2,6 +2,7 @@
 literal of a study folder; they ask this object.
 
     <study>/study.yaml              the resolved study, frozen when it started
+    <study>/resolved.yaml           what it resolved to: the search space's content, the timing protocol
     <study>/optuna.db               Optuna's SQLite storage (optuna-dashboard sqlite:///<study>/optuna.db)
     <study>/ray/                    the Tune experiment (restorable); trial folders and their checkpoints
     <study>/trials/<id>.parquet     one row per trial, written atomically
@@ -14,12 +15,18 @@ literal of a study folder; they ask this object.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SrSearchError
+from ..errors import SrSearchError, StudyWriteError
 
 #: the Tune experiment's name inside a study folder
 TUNE_NAME = "ray"
@@ -95,6 +102,15 @@ class StudyDir:
 
     # --- what it is ----------------------------------------------------------------------------------------
 
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
+    @property
+    def resolved(self) -> Path:
+        """What the frozen study resolved to: its search space's content and its timing protocol."""
+        return self.root / "resolved.yaml"
+
     def exists(self) -> bool:
         return self.root.is_dir()
 
@@ -103,6 +119,71 @@ class StudyDir:
         if not self.root.is_dir():
             raise SrSearchError(f"no study directory at {self.root}")
         return self
+
+
+    @contextlib.contextmanager
+    def owned(self) -> Iterator[None]:
+        """Hold the study folder for this driver: an OS lock (`flock`) on `.lock`, released by the OS when the
+        process ends however it ends, so a killed driver never leaves it stuck. A second driver gets an error naming
+        the holder's pid and host at once."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = open(self.lock_file, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole block
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = _read_holder(handle.read())
+                raise SrSearchError(f"study directory {self.root} is in use by another sr-search launch ({holder}); "
+                                    f"wait for it to finish (sr-search status {self.root}), or use another --out") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
+            handle.flush()
+            yield
+        finally:
+            handle.close()  # releases the lock
+
+
+def _read_holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["since"]))
+        return f"pid {info['pid']} on host {info['host']}, since {since}"
+    except (ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write `path` through a temporary file in its folder and an atomic rename, so readers see the old or the new
+    file, never half of one; the file gets the permissions the umask gives (a lab's shared group can read results).
+    A failure (a full disk) names the path and leaves no temporary file behind."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as exc:
+        raise StudyWriteError(path, exc) from exc
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise StudyWriteError(path, exc) from exc
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def check_trial_id(trial_id: str) -> str:

@@ -1,10 +1,13 @@
-"""One trial, start to finish, without Ray or Optuna (the runner wraps it; the benchmark calls it in a loop).
+"""One trial, start to finish, without Ray, Optuna or any file of the study (the runner runs it on a worker and the
+driver writes what it returns; the benchmarks call it in a loop).
 
-    cheap checks (params, MACs, latency via the timing cache) -> infeasible rows stop here, untrained
-    -> train -> reparameterize -> equivalence check -> evaluate the deployed model -> time it -> one row
+    cheap checks (params, MACs, LR patch) -> time the deployed network (cached by deploy_key) -> budgets
+      -> an infeasible candidate stops here, untrained
+    -> train -> reparameterize -> equivalence check -> evaluate the deployed network -> one row
 
-Every outcome writes exactly one row, atomically. A trial whose row already exists returns that row
-without running again, which is what makes a resumed study run only what is missing.
+Cost is known before quality (DESIGN 9): the deployed network's shapes decide its params, MACs and latency, so they
+are measured before any training. Every outcome is one row; a failure in one stage is the row's `error`, never an
+exception that loses the trial.
 """
 
 from __future__ import annotations
@@ -12,11 +15,11 @@ from __future__ import annotations
 import json
 import platform
 import socket
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -24,17 +27,21 @@ from ..errors import SrSearchError
 from ..model.deploy import check_equivalence, reparameterize
 from ..model.network import build
 from ..model.spec import ArchSpec
-from ..results.store import read_trial_row, spec_columns, write_trial_row
-from ..results.study_dir import StudyDir
+from ..results.store import spec_columns
+from ..study.model import Study
+from ..study.settings import DataSpec
 from . import data as data_mod
 from . import metrics, train
-from .timing import measure as timing
 from .timing.cache import TimingCache
+from .timing.measure import protocol_cost, time_spec
+from .timing.result import Timing
 
 #: Deployed and trained models must agree to fp32 rounding (DESIGN 5).
 EQUIVALENCE_TOLERANCE = 1e-4
 
 Report = Callable[[dict[str, Any]], None]
+#: spec -> (timing, whether it came from the cache); where and how the deployed network is timed
+Timer = Callable[[ArchSpec], tuple[Timing, bool]]
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,16 @@ class TrialTask:
     baseline: str | None = None
     factor: str | None = None
     level: Any = None
+
+
+@dataclass
+class TrialOutcome:
+    """What a trial hands back to whoever records it: its row, a timing it measured (for the cache) and, when the
+    study keeps checkpoints, the trained weights."""
+
+    row: dict[str, Any]
+    timing: Timing | None = None
+    weights: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
 
 def task_columns(task: TrialTask, study_name: str) -> dict[str, Any]:
@@ -74,13 +91,21 @@ def pick_device(gpus: float) -> torch.device:
     return torch.device("cpu")
 
 
+def local_timer(study: Study, device: torch.device, exclusive: bool, cache: TimingCache | None = None) -> Timer:
+    """Time on this process's device under the study's protocol, reusing `cache` (a trial's in-memory view)."""
+    def time(spec: ArchSpec) -> tuple[Timing, bool]:
+        return time_spec(spec, study.protocol, device, cache, exclusive=exclusive)
+
+    return time
+
+
 @lru_cache(maxsize=4)
-def _train_data(spec: data_mod.DataSpec, scale: int, colors: int, device: str) -> data_mod.TrainData:
+def _train_data(spec: DataSpec, scale: int, colors: int, device: str) -> data_mod.TrainData:
     return data_mod.load_train(spec, scale, colors, device)
 
 
 @lru_cache(maxsize=4)
-def _val_data(spec: data_mod.DataSpec, scale: int, colors: int, multiple: int):
+def _val_data(spec: DataSpec, scale: int, colors: int, multiple: int):
     sets = data_mod.load_val(spec, scale, colors)
     return sets, metrics.bicubic_baseline(sets, scale, colors, multiple=multiple)
 
@@ -91,30 +116,32 @@ def _now() -> datetime:
 
 def run_trial(
     task: TrialTask,
-    study,
-    study_dir: Path,
+    study: Study,
     *,
     device: torch.device,
     exclusive_timing: bool,
+    timer: Timer | None = None,
     report: Report | None = None,
-) -> dict[str, Any]:
-    """Run one candidate of `study` and return its row (also written to `trials/<id>.parquet`)."""
-    existing = read_trial_row(study_dir, task.trial_id)
-    if existing is not None:
-        return existing
+) -> TrialOutcome:
+    """Run one candidate of `study`; returns its row (and what the recorder keeps besides). Touches no file.
+
+    `timer` times the deployed network (default: here, on `device`, uncached); `report(metrics)` receives each
+    validation during training (the runner forwards it to Tune, and so to the progress display).
+    """
     spec = task.spec
     protocol = study.protocol
+    timer = timer or local_timer(study, device, exclusive_timing)
     row = {**task_columns(task, study.name), "status": "complete", "error": None, "started_at": _now(),
            "host": socket.gethostname(), "versions": versions(), "timing_protocol": protocol.name}
+    outcome = TrialOutcome(row)
 
-    def finish(status: str, error: str | None = None) -> dict[str, Any]:
+    def finish(status: str, error: str | None = None) -> TrialOutcome:
         row.update(status=status, error=error, finished_at=_now())
-        write_trial_row(study_dir, row)
-        return row
+        return outcome
 
-    # 1. Cheap checks before any training.
+    # 1. Cost first: params, MACs and the LR patch, then the latency of the deployed network.
     try:
-        cost = timing.protocol_cost(spec, protocol)
+        cost = protocol_cost(spec, protocol)
     except SrSearchError as exc:  # e.g. the protocol's input size does not divide by the unshuffle factor
         row["constraint_input_size"] = 1.0
         return finish("infeasible", f"cannot run under timing protocol {protocol.name!r}: {exc}")
@@ -126,12 +153,13 @@ def run_trial(
         return finish("infeasible", str(exc))
     limits = study.constraints()
     violations = limits.violations(params=cost.params_deploy, macs=cost.macs_deploy)
-    cache = TimingCache(StudyDir(study_dir).timing_cache)
-    measured = None
-    if limits.max_latency_ms is not None and all(v <= 0 for v in violations.values()):
-        measured = _time(spec, protocol, device, cache, exclusive_timing, row)
-        if measured is None:
-            return finish("failed", row["error"])
+    if all(v <= 0 for v in violations.values()):
+        try:
+            measured, cached = timer(spec)
+        except SrSearchError as exc:
+            return finish("failed", f"timing failed: {exc}")
+        row.update(timing_columns(measured, cached))
+        outcome.timing = None if cached else measured
         violations.update(limits.violations(latency_ms=measured.latency_ms))
     row["constraint_violation"] = max(violations.values()) if violations else None
     row.update({f"constraint_{k}": float(v) for k, v in violations.items()})
@@ -139,29 +167,28 @@ def run_trial(
         broken = ", ".join(f"{k} exceeded by {v:g}" for k, v in violations.items() if v > 0)
         return finish("infeasible", f"violates the space's constraints: {broken}")
 
-    # 2. Train, deploy, evaluate, time: a GPU running out of memory in any of them fails this trial only.
+    # 2. Train, deploy, evaluate: a GPU running out of memory in any of them fails this trial only.
     try:
-        return _train_deploy_evaluate(task, study, study_dir, device, cache, exclusive_timing, measured, row, finish,
-                                      report)
+        return _train_deploy_evaluate(task, study, device, outcome, finish, report)
     except torch.OutOfMemoryError as exc:  # GPU allocators only; train.run names the iteration itself
         first_line = str(exc).splitlines()[0] if str(exc) else "no details"
-        stage = "after training (deploy, evaluation or timing)" if "train_iterations" in row else "while training"
+        stage = "after training (deploy or evaluation)" if "train_iterations" in row else "while training"
         oom = (f"out of GPU memory {stage} (batch {study.train.batch_size}, LR patch {study.train.lr_patch}): "
                f"{first_line}")
     train.release_memory(device)  # outside the except clause: its traceback no longer pins the tensors
     return finish("failed", oom)
 
 
-def _train_deploy_evaluate(task, study, study_dir, device, cache, exclusive_timing, measured, row, finish, report):
-    spec = task.spec
-    protocol = study.protocol
-    torch.manual_seed(task.seed)
+def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, outcome: TrialOutcome,
+                           finish: Callable[..., TrialOutcome], report: Report | None) -> TrialOutcome:
+    spec, row = task.spec, outcome.row
     try:
         train_data = _train_data(study.data, spec.scale, spec.colors, str(device))
         val_sets, bicubic = _val_data(study.data, spec.scale, spec.colors, spec.unshuffle)
         data_mod.check_val(spec, val_sets)
     except SrSearchError as exc:
         return finish("failed", str(exc))
+    torch.manual_seed(task.seed)  # the same initial weights whatever ran before in this process
     model = build(spec).to(device)
 
     def val_fn(m: torch.nn.Module) -> dict[str, float]:
@@ -171,10 +198,9 @@ def _train_deploy_evaluate(task, study, study_dir, device, cache, exclusive_timi
         if report is not None:
             report({"iteration": iteration, **{k: v for k, v in values.items() if isinstance(v, float)}})
 
-    checkpoint = StudyDir(study_dir).checkpoint(task.trial_id) if study.keep_checkpoints else None
     try:
-        result = train.run(model, train_data, study.train, task.seed, frozen_bn="spec", device=device,
-                           val_fn=val_fn, on_validation=on_validation, checkpoint_path=checkpoint)
+        result = train.run(model, train_data, study.train, task.seed, device=device, val_fn=val_fn,
+                           on_validation=on_validation)
     except SrSearchError as exc:  # e.g. a warm-start checkpoint that does not fit this candidate
         return finish("failed", str(exc))
     row.update(train_iterations=result.iterations, train_seconds=result.seconds, final_loss=result.final_loss)
@@ -190,17 +216,14 @@ def _train_deploy_evaluate(task, study, study_dir, device, cache, exclusive_timi
     row["reparam_max_abs_err"] = err
     if not err <= EQUIVALENCE_TOLERANCE:
         return finish("failed", f"reparameterized model differs from the trained one: max abs error {err:.3g}")
+    if study.keep_checkpoints:
+        outcome.weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
-    # 4. Quality of what is deployed, then its speed.
-    quality = metrics.evaluate(deployed, val_sets, spec.scale, spec.colors, device)
-    row.update(quality)
+    # 4. Quality of what is deployed.
+    row.update(metrics.evaluate(deployed, val_sets, spec.scale, spec.colors, device))
     row.update(bicubic)
     row["psnr_gain"] = row["psnr_y"] - row["bicubic_psnr_y"]
-    if measured is None:
-        measured = _time(spec, protocol, device, cache, exclusive_timing, row, deployed)
-        if measured is None:
-            return finish("failed", row["error"])
-    if protocol.ntire:
+    if study.protocol.ntire and row.get("latency_ms_mean") is not None:
         row["ntire_score"] = ntire_score(row)
     return finish("complete")
 
@@ -210,46 +233,19 @@ def ntire_score(row: dict[str, Any]) -> float:
     return metrics.ntire23_score(row["psnr_y"], row["bicubic_psnr_y"], row["latency_ms_mean"])
 
 
-def _time(spec, protocol, device, cache, exclusive, row, deployed=None) -> Any:
-    """Time the deployed network (once per deploy_key); on failure put the reason in the row, return None."""
-    try:
-        measured, cached = timing.time_spec(spec, protocol, device, cache, exclusive=exclusive, deployed=deployed)
-    except SrSearchError as exc:
-        row["error"] = f"timing failed: {exc}"
-        return None
-    row.update(timing_columns(measured, cached))
-    return measured
-
-
-def timing_columns(measured, cached: bool) -> dict[str, Any]:
+def timing_columns(measured: Timing, cached: bool) -> dict[str, Any]:
     return {
         "latency_ms": measured.latency_ms, "latency_ms_p90": measured.latency_ms_p90,
         "latency_ms_mean": measured.latency_ms_mean,
         "throughput": measured.throughput, "mpix_per_s": measured.mpix_per_s, "peak_mem_mb": measured.peak_mem_mb,
         "timing_device": measured.device_name, "timing_precision": measured.precision,
-        "timing_exclusive": measured.exclusive, "timing_cached": cached,
+        "timing_exclusive": measured.exclusive, "timing_cached": cached, "timing_node": measured.node,
     }
 
 
-
-def retime(study, study_dir: str | Path, trial_ids: list[str], device: str) -> int:
-    """Time the deployed networks of `trial_ids` again with nothing else running, and update their rows
-    (timing_exclusive=True, timing_retimed=True). Runs where the caller holds the device exclusively."""
-    study_dir = Path(study_dir)
-    cache = TimingCache(StudyDir(study_dir).timing_cache)
-    dev = torch.device(device)
-    protocol = study.protocol
-    fresh: dict[str, Any] = {}
-    for trial_id in trial_ids:
-        row = read_trial_row(study_dir, trial_id)
-        if row is None:
-            continue
-        spec = ArchSpec.from_json(row["arch_json"])
-        key = spec.deploy_key()
-        if key not in fresh:  # one exclusive measurement per deployed network
-            fresh[key] = timing.time_spec(spec, protocol, dev, cache, exclusive=True, refresh=True)[0]
-        row.update(timing_columns(fresh[key], cached=False), timing_retimed=True)
-        if protocol.ntire and row.get("psnr_y") is not None:
-            row["ntire_score"] = ntire_score(row)
-        write_trial_row(study_dir, row)
-    return len(trial_ids)
+def retimed_row(row: dict[str, Any], measured: Timing, study: Study) -> dict[str, Any]:
+    """`row` with an exclusive re-timing of its deployed network (the front's confirmation pass, DESIGN 6)."""
+    out = {**row, **timing_columns(measured, cached=False), "timing_retimed": True}
+    if study.protocol.ntire and out.get("psnr_y") is not None:
+        out["ntire_score"] = ntire_score(out)
+    return out

@@ -47,8 +47,12 @@ class Resources(BaseModel):
     #: fractional values share a GPU between trials (training only: timings are then marked non-exclusive);
     #: 'auto' = 1 when this machine has CUDA, else 0 (set it explicitly for a cluster whose driver has no GPU)
     gpus_per_trial: float = Field("auto", ge=0, validate_default=True)
-    concurrency: int = Field(1, ge=1)
-    max_failures: int = Field(0, ge=0)
+    concurrency: int = Field(1, ge=1, le=10_000)
+    max_failures: int = Field(0, ge=0, le=100)
+    #: the cluster adds nodes on demand (Ray autoscaler): wait for missing resources instead of refusing to start
+    autoscaling: bool = False
+    #: how long to wait for an autoscaling cluster to offer what the study needs before giving up
+    wait_s: float = Field(1800, gt=0)
 
     @field_validator("gpus_per_trial", mode="before")
     @classmethod
@@ -57,6 +61,24 @@ class Resources(BaseModel):
             import torch
 
             return 1.0 if torch.cuda.is_available() else 0.0
+        return value
+
+
+class TimingPlacement(BaseModel):
+    """Where every timing runs: a Ray custom resource the deployment node offers (`ray start --resources
+    '{"rtx3090": 1}'`); training runs on any GPU the cluster has."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    resources: dict[str, float] = Field(min_length=1)
+
+    @field_validator("resources")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if name.upper() in ("CPU", "GPU") or not amount > 0:
+                raise FieldProblem(name, "name a custom resource of the deployment node with an amount > 0 "
+                                         "(CPU and GPU are asked for by the timing protocol itself)")
         return value
 
 
@@ -88,8 +110,13 @@ class Study(BaseModel):
                                                          min_length=1)
     resources: Resources = Field(default_factory=Resources)
     keep_checkpoints: bool = False
+    #: time on the deployment device (a Ray custom resource); default: where each candidate trained
+    timing_on: TimingPlacement | None = None
     #: default runs/<name>, relative to the current directory
     out_dir: Path | None = None
+    #: where Tune keeps trial checkpoints (a shared path or a pyarrow URI such as s3://bucket/runs); default: the
+    #: study folder. Workers write only there, never in the study folder.
+    storage: str | None = None
     #: the space as loaded with the study (its file read once, `fixed` pinned); not part of the study file
     loaded_space: SearchSpace | None = Field(None, exclude=True, repr=False)
 

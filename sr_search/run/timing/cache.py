@@ -4,23 +4,23 @@ Weights do not change the timing, so a timing is keyed by what the deployed netw
 the protocol and the device name: a RepSR and an ECBSR candidate of the same size are timed once. An entry also
 stores the protocol's fingerprint, so redefining a custom protocol under the same name never serves stale numbers.
 
-Several trial processes may share one study directory: every `put` takes an exclusive `flock`, re-reads the file,
-merges, writes a temporary file and `os.replace`s it, so readers never see a half-written file and concurrent
-writers do not lose each other's entries.
+Only the driver writes the file (DESIGN 9). A trial gets the entries of its own deployed network with its config
+(`entries`, then `TimingCache.in_memory`), so a worker reads no file of the study. A `put` still re-reads the file,
+merges, writes a temporary file and `os.replace`s it, so readers never see a half-written file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ...errors import SrSearchError
+from ...results.study_dir import atomic_write
 from ...study.protocols import TimingProtocol
 from .result import Timing
 
@@ -31,8 +31,10 @@ SCHEMA = pa.schema([
     ("input_shape", _SHAPE), ("output_shape", _SHAPE), ("exclusive", pa.bool_()), ("reps", pa.int64()),
     ("latency_ms", pa.float64()), ("latency_ms_p90", pa.float64()), ("latency_ms_mean", pa.float64()),
     ("throughput", pa.float64()), ("mpix_per_s", pa.float64()), ("peak_mem_mb", pa.float64()),
-    ("cpu_ms", pa.float64()), ("timed_at", pa.string()),
+    ("cpu_ms", pa.float64()), ("node", pa.string()), ("timed_at", pa.string()),
 ])
+#: columns a cache written by an older version may lack (read as empty)
+_OPTIONAL = {"node"}
 
 Key = tuple[str, str, str]
 
@@ -40,10 +42,23 @@ Key = tuple[str, str, str]
 class TimingCache:
     """Timings by (deploy_key, protocol name, device name). The file need not exist yet."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        self.path = Path(path) if path is not None else None
         self._rows: dict[Key, dict[str, Any]] = {}
         self._stamp: tuple[int, int] | None = None
+
+    @classmethod
+    def in_memory(cls, entries: list[dict[str, Any]] = ()) -> TimingCache:
+        """A cache held in memory only (a trial's view: the entries the driver sent with its config)."""
+        cache = cls(None)
+        cache._rows = {(r["deploy_key"], r["protocol"], r["device_name"]): dict(r) for r in entries}
+        return cache
+
+    def entries(self, deploy_key: str, protocol: TimingProtocol) -> list[dict[str, Any]]:
+        """Every stored timing of one deployed network under `protocol` (any device), as plain data to ship."""
+        self._refresh()
+        return [dict(r) for (key, name, _), r in self._rows.items()
+                if key == deploy_key and name == protocol.name and r["protocol_key"] == protocol.fingerprint()]
 
     def __len__(self) -> int:
         self._refresh()
@@ -60,7 +75,7 @@ class TimingCache:
             return None
         if require_exclusive and not row["exclusive"]:
             return None
-        return Timing(**{k: row[k] for k in Timing.model_fields})
+        return Timing(**{k: row.get(k) for k in Timing.model_fields})
 
     def put(self, deploy_key: str, protocol: TimingProtocol, timing: Timing, *, replace: bool = False) -> None:
         """Store `timing`. An exclusive entry is not overwritten by a non-exclusive one unless `replace`."""
@@ -69,21 +84,22 @@ class TimingCache:
         key = (deploy_key, protocol.name, timing.device_name)
         row = {**timing.model_dump(), "deploy_key": deploy_key, "protocol_key": protocol.fingerprint(),
                "timed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        with self._locked():
-            self._stamp = None
-            self._refresh()
-            old = self._rows.get(key)
-            keep_old = (old is not None and not replace and old["exclusive"] and not timing.exclusive
-                        and old["protocol_key"] == row["protocol_key"])
-            if keep_old:
-                return
-            self._rows[key] = row
-            self._write()
+        self._stamp = None
+        self._refresh()
+        old = self._rows.get(key)
+        keep_old = (old is not None and not replace and old["exclusive"] and not timing.exclusive
+                    and old["protocol_key"] == row["protocol_key"])
+        if keep_old:
+            return
+        self._rows[key] = row
+        self._write()
 
     # --- file handling --------------------------------------------------------------------------------------
 
     def _refresh(self) -> None:
         """Re-read the file when it changed on disk (another process may have added entries)."""
+        if self.path is None:
+            return
         try:
             st = self.path.stat()
         except FileNotFoundError:
@@ -97,35 +113,17 @@ class TimingCache:
         except (pa.ArrowException, OSError) as exc:
             raise SrSearchError(f"timing cache {self.path} is not a readable parquet file ({exc}); delete it and "
                                 f"the timings will be measured again") from None
-        missing = [name for name in SCHEMA.names if rows and name not in rows[0]]
+        missing = [name for name in SCHEMA.names if rows and name not in rows[0] and name not in _OPTIONAL]
         if missing:
             raise SrSearchError(f"timing cache {self.path} lacks columns {missing}; delete it to re-time")
         self._rows = {(r["deploy_key"], r["protocol"], r["device_name"]): r for r in rows}
         self._stamp = stamp
 
     def _write(self) -> None:
+        if self.path is None:
+            return
         table = pa.Table.from_pylist(
             [{name: row.get(name) for name in SCHEMA.names} for row in self._rows.values()], schema=SCHEMA
         )
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(self.path, lambda tmp: pq.write_table(table, tmp))
         self._stamp = None
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: atomic replace still protects readers
-            yield
-            return
-        with open(self.path.with_name(self.path.name + ".lock"), "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)

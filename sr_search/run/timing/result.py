@@ -38,3 +38,5 @@ class Timing(BaseModel):
     #: CPU only: median CPU time of one forward (the timing thread's when threads=1, else the whole process's).
     #: With one thread it matches latency_ms on an idle core; latency_ms well above it means the core was shared.
     cpu_ms: float | None = None
+    #: where it was measured (the Ray node id when timed inside a study)
+    node: str | None = None

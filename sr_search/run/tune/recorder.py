@@ -1,0 +1,103 @@
+"""The driver's Tune callback: the one writer of a study folder (DESIGN 9).
+
+Workers send everything back with their results; `StudyRecorder` writes each row (`trials/<id>.parquet`, atomic),
+keeps fresh timings in the timing cache, copies kept weights out of the trial's Tune checkpoint, writes a `failed`
+row for a trial that crashed, and keeps the progress (`progress.json` and the progress display) up to date.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+from ray import tune
+
+from ...model.spec import ArchSpec
+from ...results.progress import ProgressState, write_progress
+from ...results.store import load_results, row_from_json, write_trial_row
+from ...results.study_dir import StudyDir
+from ...study.model import Study
+from ..plan import task_of
+from ..timing.cache import TimingCache
+from ..timing.result import Timing
+from ..trial import task_columns
+from .trainable import WEIGHTS
+
+Show = Callable[[ProgressState], None]
+
+
+class StudyRecorder(tune.Callback):
+    def __init__(self, study: Study, folder: StudyDir, cache: TimingCache, total: int, dashboard: str | None,
+                 show: Show, every_s: float = 5.0) -> None:
+        self.study, self.folder, self.cache = study, folder, cache
+        self.show, self.every_s = show, every_s
+        rows = load_results(folder)
+        self.state = ProgressState.start(total, rows, study.objectives, dashboard)
+        self.last_write = 0.0
+
+    # --- rows ----------------------------------------------------------------------------------------------
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        trial_id = trial.config.get("trial_id")
+        if isinstance(result.get("row"), str):  # the trial's outcome: write it before Optuna is told
+            row = row_from_json(result["row"])
+            write_trial_row(self.folder, row)
+            if isinstance(result.get("timing"), str):
+                timing = Timing.model_validate_json(result["timing"])
+                self.cache.put(ArchSpec.from_json(row["arch_json"]).deploy_key(), self.study.protocol, timing)
+            self.state.finish(trial_id, row)
+            self._update(force=True)
+        elif "iteration" in result:
+            self.state.progress(trial_id, trial.config, result, self.study.train.iterations)
+            self._update()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        trial_id = trial.config.get("trial_id")
+        if self.study.keep_checkpoints and trial.checkpoint is not None and trial_id is not None:
+            self._copy_weights(trial.checkpoint, self.folder.checkpoint(trial_id))
+        self.state.stop(trial_id)
+        self._update(force=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """A trial that crashed (its worker died, or an exception escaped) gets a `failed` row with the reason."""
+        config = trial.config
+        if "trial_id" not in config:
+            return
+        reason = "trial crashed"
+        if trial.error_file and Path(trial.error_file).exists():
+            lines = Path(trial.error_file).read_text().strip().splitlines()
+            reason = f"trial crashed: {lines[-1] if lines else 'no message'}"
+        row = {**task_columns(task_of(config), self.study.name), "status": "failed", "error": reason}
+        write_trial_row(self.folder, row)
+        self.state.finish(config["trial_id"], row)
+        self._update(force=True)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.state.start_trial(trial.config.get("trial_id"), trial.config, self.study.train.iterations)
+        self._update(force=True)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.state.end()
+        self._update(force=True)
+
+    # --- helpers -------------------------------------------------------------------------------------------
+
+    def _copy_weights(self, checkpoint: Any, target: Path) -> None:
+        """The trained weights, from the trial's Tune checkpoint (a local folder or any pyarrow filesystem)."""
+        filesystem = checkpoint.filesystem or pafs.LocalFileSystem()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        with filesystem.open_input_stream(f"{checkpoint.path}/{WEIGHTS}") as source, open(tmp, "wb") as out:
+            out.write(source.read())
+        tmp.replace(target)
+
+    def _update(self, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self.last_write < self.every_s:
+            return
+        self.last_write = now
+        write_progress(self.folder, self.state.snapshot())
+        self.show(self.state)

@@ -1,0 +1,158 @@
+"""The Optuna side of a study, on public APIs only: `TrialBook` (the study folder's Optuna study and the few things
+the runner asks of it) and `StudySearcher`, a Ray Tune `Searcher` over `optuna.Study.ask` / `tell`.
+
+Trial ids are Optuna trial numbers (`0007` is trial 7 in optuna-dashboard, the Tune trial `trial_0007` and the row
+`trials/0007.parquet`). Each Optuna trial keeps its candidate's config and architecture as user attributes, so
+optuna-dashboard shows what every trial was, and a trial that lost its row can run again as itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optuna
+from ray.tune.search import Searcher
+
+from ...model.spec import ArchSpec
+from ...results.store import row_from_json
+from ...study.model import Study
+from ..plan import Session, config_of
+from ..trial import TrialTask
+
+PRUNED, FAIL = optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL
+CONFIG_ATTR = "config"
+
+
+def make_sampler(study: Study) -> optuna.samplers.BaseSampler:
+    if study.mode == "ablation":
+        return optuna.samplers.RandomSampler(seed=0)  # every candidate comes from the grid; nothing is sampled
+    if study.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=study.seed, population_size=max(4, min(50, study.n_trials // 4)))
+    if study.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=study.seed)
+    if study.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=study.seed)
+    return optuna.samplers.TPESampler(seed=study.seed)
+
+
+class TrialBook:
+    """A study folder's Optuna study (SQLite, so optuna-dashboard can open it), written by the driver only."""
+
+    def __init__(self, study: Study, storage_url: str, sampler: optuna.samplers.BaseSampler | None = None) -> None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.objectives = dict(study.objectives)
+        # our own storage handle: its public API maps a trial number to the trial, for trials asked by a session
+        # that is gone (a killed driver)
+        self.storage = optuna.storages.RDBStorage(storage_url)
+        self.study = optuna.create_study(
+            study_name=study.name, storage=self.storage, sampler=sampler or make_sampler(study), load_if_exists=True,
+            directions=["maximize" if d == "max" else "minimize" for d in study.objectives.values()],
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.study.set_metric_names(list(study.objectives))
+
+    def asked(self) -> dict[int, dict[str, Any] | None]:
+        """Every trial handed out: number -> the config it was given (None if it never got one)."""
+        out = {}
+        for trial in self.study.get_trials(deepcopy=False):
+            raw = trial.user_attrs.get(CONFIG_ATTR)
+            out[trial.number] = json.loads(raw) if isinstance(raw, str) else None
+        return out
+
+    def ask(self) -> optuna.trial.Trial:
+        return self.study.ask()
+
+    def trial(self, number: int) -> optuna.trial.Trial:
+        study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        return optuna.trial.Trial(self.study, self.storage.get_trial_id_from_study_id_trial_number(study_id, number))
+
+    def annotate(self, trial: optuna.trial.Trial, task: TrialTask) -> dict[str, Any]:
+        """Keep the trial's config and architecture on the Optuna trial; returns the config."""
+        config = config_of(task)
+        trial.set_user_attr(CONFIG_ATTR, json.dumps(config))
+        for name, value in task.spec.model_dump().items():
+            trial.set_user_attr(name, value)
+        for name in ("seed", "baseline", "factor", "level"):
+            if config.get(name) is not None:
+                trial.set_user_attr(name, config[name] if isinstance(config[name], (int, float, str)) else str(config[name]))
+        return config
+
+    def is_finished(self, number: int) -> bool:
+        trials = self.study.get_trials(deepcopy=False)
+        return number < len(trials) and trials[number].state.is_finished()
+
+    def tell(self, number: int, row: Mapping[str, Any]) -> bool:
+        """Tell Optuna what a trial's row says: its constraint values, then COMPLETE with the objectives, PRUNED
+        (infeasible or stopped early: samplers learn from it, fronts never show it) or FAIL. False when Optuna
+        already knew."""
+        if self.is_finished(number):
+            return False
+        trial = self.trial(number)
+        known = trial.constraints
+        for key, value in row.items():
+            name = key.removeprefix("constraint_")
+            if key.startswith("constraint_") and key != "constraint_violation" and _finite(value) and name not in known:
+                trial.set_constraint(name, float(value))
+        values = [row.get(m) for m in self.objectives]
+        if row.get("status") == "complete" and all(_finite(v) for v in values):
+            self.study.tell(trial, [float(v) for v in values])
+        else:
+            self.study.tell(trial, state=PRUNED if row.get("status") in ("infeasible", "pruned") else FAIL)
+        return True
+
+
+class StudySearcher(Searcher):
+    """Hands Tune this session's trials: trials to run again (by id), then the plan's new candidates, then sampled
+    ones (define-by-run, `SearchSpace.sample` on the Optuna trial), and tells Optuna each outcome."""
+
+    def __init__(self, study: Study, session: Session, storage_url: str,
+                 timings_for: Callable[[ArchSpec], list[dict[str, Any]]]) -> None:
+        super().__init__()
+        self.study, self.storage_url, self.timings_for = study, storage_url, timings_for
+        self.rerun, self.new, self.sampled = list(session.rerun), list(session.new), session.sampled
+        self.numbers: dict[str, int] = {}
+        self._book: TrialBook | None = None
+
+    @property
+    def book(self) -> TrialBook:
+        if self._book is None:
+            self._book = TrialBook(self.study, self.storage_url)
+        return self._book
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its searcher; the Optuna handle is reopened on use
+        return {**self.__dict__, "_book": None}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.rerun:
+            task = self.rerun.pop(0)
+            config = config_of(task)
+        elif self.new or self.sampled > 0:
+            trial = self.book.ask()
+            name = f"{trial.number:04d}"
+            if self.new:
+                task = self.new.pop(0).task(name, self.study)
+            else:
+                self.sampled -= 1
+                spec = self.study.search_space().sample(trial)
+                task = TrialTask(trial_id=name, spec=spec, seed=self.study.seed + trial.number)
+            config = self.book.annotate(trial, task)
+        else:
+            return Searcher.FINISHED
+        self.numbers[trial_id] = int(task.trial_id)
+        return {**config, "timings": self.timings_for(task.spec)}
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        number = self.numbers.get(trial_id)
+        if number is None:
+            return
+        row = row_from_json(result["row"]) if result and isinstance(result.get("row"), str) else None
+        self.book.tell(number, row if row is not None else {"status": "failed"})
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

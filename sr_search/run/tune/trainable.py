@@ -1,0 +1,107 @@
+"""What runs on a Ray worker: one trial (`train_trial`, the Tune function trainable) and one timing (`time_remotely`,
+a Ray task that holds the deployment device). Neither opens a path of the study folder: a trial gets everything with
+its config and sends its row, a fresh timing and its trained weights (a Tune checkpoint) back to the driver.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from ...model.blocks import load_block_module
+from ...model.spec import ArchSpec
+from ...results.store import row_to_json
+from ...study.model import Study
+from ..plan import task_of
+from ..timing.cache import TimingCache
+from ..timing.measure import time_spec
+from ..timing.result import Timing
+from ..trial import Timer, local_timer, pick_device, run_trial
+
+WEIGHTS = "model.pt"
+
+
+def prepare_worker(study: Study) -> None:
+    """Register the study's own block families in this process (a worker imports nothing by itself)."""
+    for ref in study.search_space().block_modules:
+        load_block_module(ref)
+
+
+def train_trial(config: dict[str, Any], study: Study, exclusive: bool, timing_on: dict[str, float] | None) -> None:
+    """The Tune trainable: run the trial, report validations as they come, then the row."""
+    prepare_worker(study)
+    torch.set_num_threads(max(1, int(study.resources.cpus_per_trial)))
+    task = task_of(config)
+    device = pick_device(study.resources.gpus_per_trial)
+    cache = TimingCache.in_memory(config.get("timings", []))
+    node = ray.get_runtime_context().get_node_id()
+    timer = (remote_timer(study, task.trial_id, timing_on, cache) if timing_on
+             else on_node(local_timer(study, device, exclusive, cache), node))
+    outcome = run_trial(task, study, device=device, exclusive_timing=exclusive, timer=timer, report=tune.report)
+    outcome.row["node"] = node
+    final = {**numbers(outcome.row), "status": outcome.row["status"], "error": outcome.row.get("error") or "",
+             "trial_id": task.trial_id, "row": row_to_json(outcome.row),
+             "timing": outcome.timing.model_dump_json() if outcome.timing is not None else None}
+    if outcome.weights is None:
+        tune.report(final)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save(outcome.weights, Path(folder) / WEIGHTS)
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def numbers(row: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers of a row: what Tune and its dashboard see of it."""
+    return {k: v for k, v in row.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def timing_task(study: Study, timing_on: dict[str, float] | None, name: str) -> Any:
+    """`time_remotely` as a Ray task that holds the timing device alone: the deployment node's resource when the study
+    names one (`timing_on`), else a whole GPU, else the CPUs one trial gets (once no trial runs)."""
+    cuda = study.protocol.device == "cuda"
+    options: dict[str, Any] = {"name": name, "num_gpus": 1 if cuda else 0}
+    if timing_on:
+        options.update(resources=dict(timing_on), num_cpus=0)  # 0 CPUs: never waits for a trial on that node
+    else:
+        options["num_cpus"] = max(1, int(study.resources.cpus_per_trial))
+    return ray.remote(time_remotely).options(**options)
+
+
+def time_remotely(study: Study, spec_json: str, entries: list[dict[str, Any]], refresh: bool = False
+                  ) -> tuple[str, bool]:
+    """Time one deployed network where this task runs, exclusively. Returns (timing JSON, cached)."""
+    prepare_worker(study)
+    cache = TimingCache.in_memory(entries)
+    device = "cuda" if study.protocol.device == "cuda" else "cpu"
+    timer = on_node(lambda spec: time_spec(spec, study.protocol, device, cache, exclusive=True, refresh=refresh),
+                    ray.get_runtime_context().get_node_id())
+    timing, cached = timer(ArchSpec.from_json(spec_json))
+    return timing.model_dump_json(), cached
+
+
+def remote_timer(study: Study, trial_id: str, timing_on: dict[str, float], cache: TimingCache) -> Timer:
+    """Time on the deployment node (a Ray task there), from this trial."""
+    task = timing_task(study, timing_on, f"time {trial_id}")
+
+    def time(spec: ArchSpec) -> tuple[Timing, bool]:
+        entries = cache.entries(spec.deploy_key(), study.protocol)
+        text, cached = ray.get(task.remote(study, spec.to_json(), entries))
+        return Timing.model_validate_json(text), cached
+
+    return time
+
+
+def on_node(timer: Timer, node: str) -> Timer:
+    """`timer`, with fresh timings marked as measured on `node` (cached ones keep where they were measured)."""
+    def time(spec: ArchSpec) -> tuple[Timing, bool]:
+        timing, cached = timer(spec)
+        return (timing if cached or timing.node else timing.model_copy(update={"node": node})), cached
+
+    return time
