@@ -191,3 +191,45 @@ def test_cuda_protocol_without_gpus_is_refused_before_anything_starts(tmp_path):
     with pytest.raises(SrSearchError, match="gpus_per_trial"):
         launch(load_study(path), out_dir=tmp_path / "run", echo=lambda _: None)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_pruned_search_stops_candidates_at_rungs_and_records_them_honestly(tmp_path, ray_cluster):
+    body = "n_trials: 6\nsampler: random\nresources: {concurrency: 2}\npruning: {min_iterations: 3, reduction_factor: 2}\n"
+    study = load_study(write_study(tmp_path, "prune", body))
+    out = launch(study, out_dir=tmp_path / "run", echo=lambda _: None)
+    df = load_results(out)
+    assert sorted(df["trial_id"]) == [f"{i:04d}" for i in range(6)]
+    pruned, complete = df[df["status"] == "pruned"], df[df["status"] == "complete"]
+    assert len(pruned) >= 1 and len(complete) >= 1, df[["trial_id", "status", "train_iterations"]]
+    assert (complete["train_iterations"] == 12).all()
+    assert (pruned["train_iterations"] < 12).all() and pruned["psnr_y"].isna().all()
+    assert pruned["rung_psnr_y"].notna().all() and pruned["rung_iterations"].isin([3, 6]).all()
+    ot = optuna.load_study(study_name="prune", storage=f"sqlite:///{out / 'optuna.db'}")
+    states = {f"{t.number:04d}": t.state for t in ot.trials}
+    assert all(states[i] == optuna.trial.TrialState.PRUNED for i in pruned["trial_id"])
+    assert all(states[i] == optuna.trial.TrialState.COMPLETE for i in complete["trial_id"])
+
+
+def test_an_interrupted_pruned_search_resumes_with_every_trial_exactly_once(tmp_path):
+    body = "n_trials: 6\nsampler: random\nresources: {concurrency: 2}\npruning: {min_iterations: 3, reduction_factor: 2}\n"
+    study_file = write_study(tmp_path, "presume", body)
+    out = tmp_path / "run"
+    cli = [sys.executable, "-m", "sr_search.cli", "launch", str(study_file), "--out", str(out)]
+    proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list((out / "rungs").glob("*.json"))) < 3:
+        time.sleep(0.5)
+    assert len(list((out / "rungs").glob("*.json"))) >= 3, "no rung reached in time"
+    proc.send_signal(signal.SIGINT)  # Ctrl-C in the middle of the rungs
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output  # a stopped study is not a finished one
+    assert "--resume" in output
+
+    done = subprocess.run(cli + ["--resume"], capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout + done.stderr
+    df = load_results(out)
+    assert sorted(df["trial_id"]) == [f"{i:04d}" for i in range(6)]
+    assert set(df["status"]) <= {"complete", "pruned"}, df[["trial_id", "status", "error"]]
+    assert (df.loc[df["status"] == "complete", "train_iterations"] == 12).all()
+    ot = optuna.load_study(study_name="presume", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert len(ot.trials) == 6 and all(t.state.is_finished() for t in ot.trials)

@@ -344,3 +344,22 @@ def test_repsr_m4c16_beats_bicubic_on_builtin():
     print(f"\nrepsr-m4c16-x4 smoke: psnr_y {psnr_y:.3f} vs bicubic {bicubic:.3f} (gain {psnr_y - bicubic:+.3f} dB), "
           f"{result.seconds / SMOKE.iterations * 100:.2f} s/100 it, {time.perf_counter() - start:.1f} s in all")
     assert psnr_y > bicubic
+
+
+def test_a_paused_and_resumed_training_follows_the_same_trajectory(data_x2):
+    """Successive halving pauses candidates at a rung; continuing from the trainer's state must equal never pausing."""
+    from sr_search.run.train import Trainer
+
+    straight = Trainer(tiny(seed=3), data_x2, budget(iterations=12, amp="fp16"), seed=1)
+    straight.run_until(12)
+
+    first = Trainer(tiny(seed=3), data_x2, budget(iterations=12, amp="fp16"), seed=1)
+    first.run_until(5)
+    state = first.state_dict()
+    resumed = Trainer(tiny(seed=99), data_x2, budget(iterations=12, amp="fp16"), seed=1)  # other initial weights
+    resumed.load_state_dict(state)
+    result = resumed.run_until(12)
+    assert result.status == "complete" and result.iterations == 12
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [h[0] for h in result.history][-1] == 12

@@ -9,6 +9,7 @@ literal of a study folder; they ask this object.
     <study>/results.parquet         the rows consolidated
     <study>/timing_cache.parquet    timings by deployed network
     <study>/checkpoints/<id>.pt     trained weights (keep_checkpoints: true)
+    <study>/rungs/<id>.json         successive halving: rung points, promotions, the latest rung checkpoint
     <study>/progress.json           what `sr-search status` reads
     <study>/report/, export/        the report, exported networks
 """
@@ -69,6 +70,14 @@ class StudyDir:
 
     def trial_file(self, trial_id: str) -> Path:
         return self.trials / f"{check_trial_id(trial_id)}.parquet"
+
+    @property
+    def rungs(self) -> Path:
+        """Successive halving's record: each trial's rung points, promotions and latest rung checkpoint."""
+        return self.root / "rungs"
+
+    def rung_file(self, trial_id: str) -> Path:
+        return self.rungs / f"{check_trial_id(trial_id)}.json"
 
     @property
     def results(self) -> Path:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -160,99 +160,162 @@ def run(
     runner reports through it). `checkpoint_path` receives the final state_dict. A non-finite loss or running
     out of GPU memory ends the run with status 'failed' and the reason; bad input raises `SrSearchError`.
     """
-    dev = torch.device(device) if device is not None else train_data.device
-    if frozen_bn == "spec":
-        frozen_bn = getattr(getattr(model, "spec", None), "frozen_bn", None)
-    if frozen_bn is not None and not 0 <= frozen_bn <= 1:
-        raise SrSearchError(f"frozen_bn must be a fraction in [0, 1] or None; got {frozen_bn!r}")
-    _check_inputs(model, train_data, budget)
-    model.to(dev).train()
-    if budget.warm_start is not None:
-        load_checkpoint(model, budget.warm_start)
-
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    # foreach: one fused update over all tensors (default on CUDA only); ~2x faster steps for small nets on CPU
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr_at(budget, 0), foreach=True)
-    precision = mixed_precision(budget.amp, dev)
-    scaler = precision.scaler()
-    loss_fn = _loss_fn(budget.loss)
-    total, bs, patch = budget.iterations, budget.batch_size, budget.lr_patch
-    freeze_at = None if frozen_bn is None else int(frozen_bn * total)
-    window = _log_window(total)
-    # batches follow the model: its device, and its dtype (a float64 model trains on float64 patches)
-    dtype = next(model.parameters()).dtype
-    move = train_data.device != dev or dtype != torch.float32
-
-    history: list[tuple[int, float]] = []
-    validations: list[tuple[int, Metrics]] = []
-    pending: list[torch.Tensor] = []
-    val_seconds = 0.0
-    done = 0
-    current_lr = optimizer.param_groups[0]["lr"]
-
-    def fail(reason: str) -> TrainResult:
-        last = history[-1][1] if history else None
-        return TrainResult(done, time.perf_counter() - start - val_seconds, last, "failed", reason,
-                           history, validations)
-
-    def validate(iteration: int) -> None:
-        nonlocal val_seconds
-        t = time.perf_counter()
-        metrics = val_fn(model)
-        validations.append((iteration, metrics))
-        if on_validation is not None:
-            on_validation(iteration, metrics)
-        model.train()
-        val_seconds += time.perf_counter() - t
-
-    start = time.perf_counter()
-    try:
-        for it in range(total):
-            if it == freeze_at:
-                freeze_bn(model)
-            lr = lr_at(budget, it)
-            if lr != current_lr:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                current_lr = lr
-            lr_batch, hr_batch = train_data.batch(bs, patch, generator)
-            if move:
-                lr_batch = lr_batch.to(dev, dtype, non_blocking=True)
-                hr_batch = hr_batch.to(dev, dtype, non_blocking=True)
-            loss = _step(model, optimizer, loss_fn, lr_batch, hr_batch, precision, scaler, budget.grad_clip)
-            pending.append(loss)
-            done = it + 1
-            validate_now = val_fn is not None and (
-                done == total or (budget.val_every > 0 and done % budget.val_every == 0)
-            )
-            if done % window == 0 or done == total or validate_now:
-                values = torch.stack(pending).tolist()  # the one host sync per window
-                first = done - len(values)
-                pending.clear()
-                for k, v in enumerate(values):
-                    if not math.isfinite(v):
-                        done = first + k + 1
-                        return fail(f"loss became {v} at iteration {done} (lr {lr_at(budget, done - 1):.3g})")
-                history.append((done, sum(values) / len(values)))
-            if validate_now:
-                validate(done)
-    except torch.OutOfMemoryError as exc:  # raised by GPU allocators only (CUDA, ...)
-        first_line = str(exc).splitlines()[0] if str(exc) else "no details"
-        oom = f"out of GPU memory at iteration {done + 1} (batch {bs}, LR patch {patch}): {first_line}"
-    else:
-        oom = None
-    if oom is not None:  # out of the except clause, so its traceback no longer pins the step's tensors
-        pending.clear()
-        optimizer.zero_grad(set_to_none=True)
-        release_memory(dev)
-        return fail(oom)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    seconds = time.perf_counter() - start - val_seconds
-    if checkpoint_path is not None:
+    trainer = Trainer(model, train_data, budget, seed, frozen_bn=frozen_bn, device=device, val_fn=val_fn,
+                      on_validation=on_validation)
+    result = trainer.run_until(budget.iterations)
+    if checkpoint_path is not None and result.status == "complete":
         save_checkpoint(model, checkpoint_path)
-    return TrainResult(done, seconds, history[-1][1], "complete", None, history, validations)
+    return result
+
+
+class Trainer:
+    """One candidate's training, in segments: `run_until(n)` trains up to iteration n, `state_dict()` holds all it
+    needs to continue exactly (model, optimizer, loss scaler, patch sampler, iteration), so a candidate paused at a
+    rung and resumed later follows the same trajectory as one trained without a pause.
+
+    `anneal`: the learning rate schedule runs over the whole budget ('budget', the default: a paused candidate
+    continues where the schedule stands) or restarts in every segment ('segment', SGDR-style; for comparison).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: TrainData,
+        budget: TrainBudget,
+        seed: int,
+        *,
+        frozen_bn: float | None | Literal["spec"] = "spec",
+        device: torch.device | str | None = None,
+        val_fn: Callable[[nn.Module], Metrics] | None = None,
+        on_validation: Callable[[int, Metrics], None] | None = None,
+        anneal: Literal["budget", "segment"] = "budget",
+    ) -> None:
+        self.dev = torch.device(device) if device is not None else train_data.device
+        if frozen_bn == "spec":
+            frozen_bn = getattr(getattr(model, "spec", None), "frozen_bn", None)
+        if frozen_bn is not None and not 0 <= frozen_bn <= 1:
+            raise SrSearchError(f"frozen_bn must be a fraction in [0, 1] or None; got {frozen_bn!r}")
+        _check_inputs(model, train_data, budget)
+        model.to(self.dev).train()
+        if budget.warm_start is not None:
+            load_checkpoint(model, budget.warm_start)
+        self.model, self.data, self.budget = model, train_data, budget
+        self.val_fn, self.on_validation, self.anneal = val_fn, on_validation, anneal
+        torch.manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed)
+        # foreach: one fused update over all tensors (default on CUDA only); ~2x faster steps for small nets on CPU
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr_at(budget, 0), foreach=True)
+        self.precision = mixed_precision(budget.amp, self.dev)
+        self.scaler = self.precision.scaler()
+        self.loss_fn = _loss_fn(budget.loss)
+        self.freeze_at = None if frozen_bn is None else int(frozen_bn * budget.iterations)
+        self.window = _log_window(budget.iterations)
+        # batches follow the model: its device, and its dtype (a float64 model trains on float64 patches)
+        self.dtype = next(model.parameters()).dtype
+        self.move = train_data.device != self.dev or self.dtype != torch.float32
+        self.done = 0
+        self.seconds = 0.0
+        self.history: list[tuple[int, float]] = []
+        self.validations: list[tuple[int, Metrics]] = []
+        self.segment_start = 0
+
+    # --- continuing --------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "generator": self.generator.get_state(), "done": self.done, "seconds": self.seconds,
+                "history": list(self.history), "validations": list(self.validations)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.generator.set_state(state["generator"])
+        self.done, self.seconds = int(state["done"]), float(state["seconds"])
+        self.history, self.validations = list(state["history"]), list(state["validations"])
+        if self.freeze_at is not None and self.done > self.freeze_at:
+            freeze_bn(self.model)
+
+    def lr(self, iteration: int) -> float:
+        if self.anneal == "segment" and self.budget.schedule == "cosine":
+            horizon = max(1, self._segment_end - self.segment_start)
+            return self.budget.lr * 0.5 * (1.0 + math.cos(math.pi * (iteration - self.segment_start) / horizon))
+        return lr_at(self.budget, iteration)
+
+    # --- training ----------------------------------------------------------------------------------------------
+
+    def run_until(self, stop: int) -> TrainResult:
+        """Train from the current iteration up to `stop` (at most the budget); validate every `val_every` and at the
+        end of the budget. Returns what happened so far (status 'failed' with the reason on a non-finite loss or
+        running out of GPU memory)."""
+        budget, model, optimizer = self.budget, self.model, self.optimizer
+        total, bs, patch = budget.iterations, budget.batch_size, budget.lr_patch
+        stop = min(stop, total)
+        self.segment_start, self._segment_end = self.done, stop
+        pending: list[torch.Tensor] = []
+        val_seconds = 0.0
+        current_lr = None
+        start = time.perf_counter()
+
+        def fail(reason: str) -> TrainResult:
+            self.seconds += time.perf_counter() - start - val_seconds
+            last = self.history[-1][1] if self.history else None
+            return TrainResult(self.done, self.seconds, last, "failed", reason, self.history, self.validations)
+
+        try:
+            for it in range(self.done, stop):
+                if it == self.freeze_at:
+                    freeze_bn(model)
+                lr = self.lr(it)
+                if lr != current_lr:
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    current_lr = lr
+                lr_batch, hr_batch = self.data.batch(bs, patch, self.generator)
+                if self.move:
+                    lr_batch = lr_batch.to(self.dev, self.dtype, non_blocking=True)
+                    hr_batch = hr_batch.to(self.dev, self.dtype, non_blocking=True)
+                loss = _step(model, optimizer, self.loss_fn, lr_batch, hr_batch, self.precision, self.scaler,
+                             budget.grad_clip)
+                pending.append(loss)
+                done = self.done = it + 1
+                validate_now = self.val_fn is not None and (
+                    done == total or (budget.val_every > 0 and done % budget.val_every == 0)
+                )
+                if done % self.window == 0 or done in (total, stop) or validate_now:
+                    values = torch.stack(pending).tolist()  # the one host sync per window
+                    first = done - len(values)
+                    pending.clear()
+                    for k, v in enumerate(values):
+                        if not math.isfinite(v):
+                            self.done = first + k + 1
+                            return fail(f"loss became {v} at iteration {self.done} (lr {self.lr(self.done - 1):.3g})")
+                    self.history.append((done, sum(values) / len(values)))
+                if validate_now:
+                    t = time.perf_counter()
+                    metrics = self.val_fn(model)
+                    self.validations.append((done, metrics))
+                    if self.on_validation is not None:
+                        self.on_validation(done, metrics)
+                    model.train()
+                    val_seconds += time.perf_counter() - t
+        except torch.OutOfMemoryError as exc:  # raised by GPU allocators only (CUDA, ...)
+            first_line = str(exc).splitlines()[0] if str(exc) else "no details"
+            oom = f"out of GPU memory at iteration {self.done + 1} (batch {bs}, LR patch {patch}): {first_line}"
+        else:
+            oom = None
+        if oom is not None:  # out of the except clause, so its traceback no longer pins the step's tensors
+            pending.clear()
+            optimizer.zero_grad(set_to_none=True)
+            release_memory(self.dev)
+            return fail(oom)
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)
+        self.seconds += time.perf_counter() - start - val_seconds
+        last = self.history[-1][1] if self.history else None
+        return TrainResult(self.done, self.seconds, last, "complete", None, self.history, self.validations)
 
 
 def _step(

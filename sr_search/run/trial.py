@@ -13,6 +13,7 @@ exception that loses the trial.
 from __future__ import annotations
 
 import json
+import math
 import platform
 import socket
 from collections.abc import Callable
@@ -54,6 +55,21 @@ class TrialTask:
     baseline: str | None = None
     factor: str | None = None
     level: Any = None
+
+
+@dataclass(frozen=True)
+class Rungs:
+    """Where a trial reports its quality so far (successive halving) and what it was resumed from.
+
+    `on_rung(index, rung_row, state)` gets the rung's index, the row the trial would leave if stopped there
+    (status 'pruned', rung metrics in `rung_*` columns) and a function that returns the trainer's state to
+    checkpoint. The caller decides there whether training goes on: it may never return (the trial is stopped).
+    `resume` is a state saved at a rung (`{"rung", "row", "trainer"}`): training continues from it exactly.
+    """
+
+    budgets: tuple[int, ...]
+    on_rung: Callable[[int, dict[str, Any], Callable[[], dict[str, Any]]], None]
+    resume: dict[str, Any] | None = None
 
 
 @dataclass
@@ -122,54 +138,33 @@ def run_trial(
     exclusive_timing: bool,
     timer: Timer | None = None,
     report: Report | None = None,
+    rungs: Rungs | None = None,
 ) -> TrialOutcome:
     """Run one candidate of `study`; returns its row (and what the recorder keeps besides). Touches no file.
 
     `timer` times the deployed network (default: here, on `device`, uncached); `report(metrics)` receives each
-    validation during training (the runner forwards it to Tune, and so to the progress display).
+    validation during training (the runner forwards it to Tune, and so to the progress display); `rungs` stops
+    training at each rung budget to report the quality so far (successive halving: the caller may never return).
     """
-    spec = task.spec
-    protocol = study.protocol
     timer = timer or local_timer(study, device, exclusive_timing)
     row = {**task_columns(task, study.name), "status": "complete", "error": None, "started_at": _now(),
-           "host": socket.gethostname(), "versions": versions(), "timing_protocol": protocol.name}
+           "host": socket.gethostname(), "versions": versions(), "timing_protocol": study.protocol.name}
     outcome = TrialOutcome(row)
 
     def finish(status: str, error: str | None = None) -> TrialOutcome:
         row.update(status=status, error=error, finished_at=_now())
         return outcome
 
-    # 1. Cost first: params, MACs and the LR patch, then the latency of the deployed network.
-    try:
-        cost = protocol_cost(spec, protocol)
-    except SrSearchError as exc:  # e.g. the protocol's input size does not divide by the unshuffle factor
-        row["constraint_input_size"] = 1.0
-        return finish("infeasible", f"cannot run under timing protocol {protocol.name!r}: {exc}")
-    row.update(params_train=cost.params_train, params_deploy=cost.params_deploy, macs_deploy=cost.macs_deploy)
-    try:
-        data_mod.check_patch(spec, study.train.lr_patch)
-    except SrSearchError as exc:  # the study's patch size cannot feed this candidate (ESA, unshuffle)
-        row["constraint_lr_patch"] = 1.0
-        return finish("infeasible", str(exc))
-    limits = study.constraints()
-    violations = limits.violations(params=cost.params_deploy, macs=cost.macs_deploy)
-    if all(v <= 0 for v in violations.values()):
-        try:
-            measured, cached = timer(spec)
-        except SrSearchError as exc:
-            return finish("failed", f"timing failed: {exc}")
-        row.update(timing_columns(measured, cached))
-        outcome.timing = None if cached else measured
-        violations.update(limits.violations(latency_ms=measured.latency_ms))
-    row["constraint_violation"] = max(violations.values()) if violations else None
-    row.update({f"constraint_{k}": float(v) for k, v in violations.items()})
-    if any(v > 0 for v in violations.values()):
-        broken = ", ".join(f"{k} exceeded by {v:g}" for k, v in violations.items() if v > 0)
-        return finish("infeasible", f"violates the space's constraints: {broken}")
+    if rungs is not None and rungs.resume is not None:  # cost and timing were measured when it started
+        row.update({k: v for k, v in rungs.resume["row"].items() if k not in RUNG_ONLY and not k.startswith("rung_")})
+    else:
+        cut_short = _cost_first(task, study, timer, row, outcome)
+        if cut_short is not None:
+            return finish(*cut_short)
 
     # 2. Train, deploy, evaluate: a GPU running out of memory in any of them fails this trial only.
     try:
-        return _train_deploy_evaluate(task, study, device, outcome, finish, report)
+        return _train_deploy_evaluate(task, study, device, outcome, finish, report, rungs)
     except torch.OutOfMemoryError as exc:  # GPU allocators only; train.run names the iteration itself
         first_line = str(exc).splitlines()[0] if str(exc) else "no details"
         stage = "after training (deploy or evaluation)" if "train_iterations" in row else "while training"
@@ -179,8 +174,43 @@ def run_trial(
     return finish("failed", oom)
 
 
+def _cost_first(task: TrialTask, study: Study, timer: Timer, row: dict[str, Any],
+                outcome: TrialOutcome) -> tuple[str, str] | None:
+    """Params, MACs and the LR patch, then the latency of the deployed network, into `row`; (status, reason) when
+    the candidate cannot or may not be trained."""
+    spec, protocol = task.spec, study.protocol
+    try:
+        cost = protocol_cost(spec, protocol)
+    except SrSearchError as exc:  # e.g. the protocol's input size does not divide by the unshuffle factor
+        row["constraint_input_size"] = 1.0
+        return "infeasible", f"cannot run under timing protocol {protocol.name!r}: {exc}"
+    row.update(params_train=cost.params_train, params_deploy=cost.params_deploy, macs_deploy=cost.macs_deploy)
+    try:
+        data_mod.check_patch(spec, study.train.lr_patch)
+    except SrSearchError as exc:  # the study's patch size cannot feed this candidate (ESA, unshuffle)
+        row["constraint_lr_patch"] = 1.0
+        return "infeasible", str(exc)
+    limits = study.constraints()
+    violations = limits.violations(params=cost.params_deploy, macs=cost.macs_deploy)
+    if all(v <= 0 for v in violations.values()):
+        try:
+            measured, cached = timer(spec)
+        except SrSearchError as exc:
+            return "failed", f"timing failed: {exc}"
+        row.update(timing_columns(measured, cached))
+        outcome.timing = None if cached else measured
+        violations.update(limits.violations(latency_ms=measured.latency_ms))
+    row["constraint_violation"] = max(violations.values()) if violations else None
+    row.update({f"constraint_{k}": float(v) for k, v in violations.items()})
+    if any(v > 0 for v in violations.values()):
+        broken = ", ".join(f"{k} exceeded by {v:g}" for k, v in violations.items() if v > 0)
+        return "infeasible", f"violates the space's constraints: {broken}"
+    return None
+
+
 def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, outcome: TrialOutcome,
-                           finish: Callable[..., TrialOutcome], report: Report | None) -> TrialOutcome:
+                           finish: Callable[..., TrialOutcome], report: Report | None,
+                           rungs: Rungs | None) -> TrialOutcome:
     spec, row = task.spec, outcome.row
     try:
         train_data = _train_data(study.data, spec.scale, spec.colors, str(device))
@@ -199,13 +229,14 @@ def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, 
             report({"iteration": iteration, **{k: v for k, v in values.items() if isinstance(v, float)}})
 
     try:
-        result = train.run(model, train_data, study.train, task.seed, device=device, val_fn=val_fn,
-                           on_validation=on_validation)
+        trainer = train.Trainer(model, train_data, study.train, task.seed, device=device, val_fn=val_fn,
+                                on_validation=on_validation)
+        result = _train_through_rungs(trainer, rungs, row, study, val_fn, bicubic)
     except SrSearchError as exc:  # e.g. a warm-start checkpoint that does not fit this candidate
         return finish("failed", str(exc))
     row.update(train_iterations=result.iterations, train_seconds=result.seconds, final_loss=result.final_loss)
     if result.status != "complete":
-        del model
+        del model, trainer
         train.release_memory(device)
         return finish("failed", result.error)
 
@@ -226,6 +257,61 @@ def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, 
     if study.protocol.ntire and row.get("latency_ms_mean") is not None:
         row["ntire_score"] = ntire_score(row)
     return finish("complete")
+
+
+def _train_through_rungs(trainer: train.Trainer, rungs: Rungs | None, row: dict[str, Any], study: Study,
+                         val_fn: Callable[[torch.nn.Module], dict[str, float]],
+                         bicubic: dict[str, float]) -> train.TrainResult:
+    """Train to the full budget, stopping at each rung to report the quality so far."""
+    first = 0
+    if rungs is not None and rungs.resume is not None:
+        trainer.load_state_dict(rungs.resume["trainer"])
+        first = rungs.resume["rung"] + 1
+        rungs.on_rung(rungs.resume["rung"], rungs.resume["row"], trainer.state_dict)  # decided again, as it was
+    for index, budget in enumerate(rungs.budgets if rungs is not None else ()):
+        if index < first or budget >= study.train.iterations:
+            continue
+        result = trainer.run_until(budget)
+        if result.status != "complete":
+            return result
+        trainer.model.eval()
+        quality = val_fn(trainer.model)  # the training form in eval mode computes the deployed function
+        trainer.model.train()
+        rungs.on_rung(index, rung_row(row, index, result, quality, bicubic, study), trainer.state_dict)
+    return trainer.run_until(study.train.iterations)
+
+
+#: columns of a rung's row that a finished trial does not keep
+RUNG_ONLY = ("status", "error", "rung", "train_iterations", "train_seconds", "final_loss", "finished_at")
+#: row columns that depend on the training budget; the others (cost) are exact before training
+QUALITY = ("psnr_y", "ssim_y", "psnr_gain", "psnr_rgb", "ntire_score")
+
+
+def is_quality(metric: str) -> bool:
+    return metric in QUALITY or metric.startswith(("psnr_y_", "ssim_y_", "psnr_rgb_"))
+
+
+def rung_row(row: dict[str, Any], index: int, result: train.TrainResult, quality: dict[str, float],
+             bicubic: dict[str, float], study: Study) -> dict[str, Any]:
+    """The row a candidate stopped at a rung leaves: status 'pruned', the iterations it reached, and its quality
+    there in `rung_*` columns only (never in `psnr_y`, so a partial result cannot pass for a full one)."""
+    measured = {**quality, "psnr_gain": quality["psnr_y"] - bicubic["bicubic_psnr_y"]}
+    if study.protocol.ntire and row.get("latency_ms_mean") is not None:
+        measured["ntire_score"] = metrics.ntire23_score(quality["psnr_y"], bicubic["bicubic_psnr_y"],
+                                                        row["latency_ms_mean"])
+    return {**row, **bicubic, "status": "pruned", "error": None, "rung": index, "rung_iterations": result.iterations,
+            "train_iterations": result.iterations, "train_seconds": result.seconds, "final_loss": result.final_loss,
+            **{f"rung_{k}": v for k, v in measured.items()}}
+
+
+def rung_point(rung: dict[str, Any], objectives: dict[str, str]) -> list[float]:
+    """The objectives as they stand at a rung: quality measured there, cost exact (known before training);
+    NaN where a value is missing."""
+    point = []
+    for metric in objectives:
+        value = rung.get(f"rung_{metric}") if is_quality(metric) else rung.get(metric)
+        point.append(float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan)
+    return point
 
 
 def ntire_score(row: dict[str, Any]) -> float:

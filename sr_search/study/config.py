@@ -132,6 +132,10 @@ def describe(path: str | Path) -> str:
         lines += [f"    {i:2d}. {p.label}" for i, p in enumerate(points)]
     lines.append(f"  train: {study.train.iterations} iterations, batch {study.train.batch_size}, "
                  f"LR patch {study.train.lr_patch}")
+    if study.pruning is not None:
+        p = study.pruning
+        lines.append(f"  pruning: successive halving, rungs at {', '.join(map(str, p.rungs(study.train.iterations)))} "
+                     f"iterations; the top 1/{p.reduction_factor} at each rung continue")
     lines.append(f"  timing: {study.protocol.name}; "
                  f"objectives: {', '.join(f'{k} ({v})' for k, v in study.objectives.items())}")
     lines.append(describe_space(study.search_space()))

@@ -33,7 +33,7 @@ METRICS = {
 }
 #: what a study optimises unless it says otherwise: quality and speed (the one place this default lives)
 DEFAULT_OBJECTIVES: dict[str, str] = {"psnr_y": "max", "throughput": "max"}
-SEARCH_KEYS = ("sampler", "n_trials", "seed", "baselines")
+SEARCH_KEYS = ("sampler", "n_trials", "seed", "baselines", "pruning")
 ABLATION_KEYS = ("base", "factors", "design", "seeds")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -82,6 +82,26 @@ class TimingPlacement(BaseModel):
         return value
 
 
+class Pruning(BaseModel):
+    """Pareto-safe successive halving (search studies): candidates are compared at `min_iterations`,
+    `min_iterations * reduction_factor`, ... below the full budget; the top 1/reduction_factor of those that reached
+    a rung continue, ranked on (quality at the rung, exact cost). See sr_search/run/halving.py."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: Literal["successive_halving"] = "successive_halving"
+    min_iterations: int = Field(ge=1, le=10_000_000)
+    reduction_factor: int = Field(3, ge=2, le=16)
+
+    def rungs(self, iterations: int) -> list[int]:
+        """The rung budgets, then the full budget (where nothing is decided)."""
+        rungs, budget = [], self.min_iterations
+        while budget < iterations:
+            rungs.append(budget)
+            budget *= self.reduction_factor
+        return rungs + [iterations]
+
+
 class Study(BaseModel):
     """A validated study file. Frozen; `with_overrides` makes a new one."""
 
@@ -112,6 +132,8 @@ class Study(BaseModel):
     keep_checkpoints: bool = False
     #: time on the deployment device (a Ray custom resource); default: where each candidate trained
     timing_on: TimingPlacement | None = None
+    #: early stopping for searches (default: every candidate gets the full budget)
+    pruning: Pruning | None = None
     #: default runs/<name>, relative to the current directory
     out_dir: Path | None = None
     #: where Tune keeps trial checkpoints (a shared path or a pyarrow URI such as s3://bucket/runs); default: the
@@ -187,6 +209,14 @@ class Study(BaseModel):
     @model_validator(mode="after")
     def _resolve_protocol(self) -> Study:
         self.protocol  # noqa: B018 - resolved (and checked) once, here
+        if self.pruning is not None:
+            if self.mode != "search":
+                raise FieldProblem("pruning", "stops candidates early, which only a search does; an ablation "
+                                              "trains every variant for its full budget (remove pruning)")
+            if self.pruning.min_iterations >= self.train.iterations:
+                raise FieldProblem(("pruning", "min_iterations"),
+                                   f"{self.pruning.min_iterations} must be below train.iterations "
+                                   f"({self.train.iterations}), or no candidate is ever compared early")
         return self
 
     # --- what the runner asks ------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from ..timing.cache import TimingCache
 from ..timing.result import Timing
 from ..trial import retimed_row
 from .cluster import init_ray, wait_for_resources
+from .halving import ParetoHalving, RungLedger
 from .recorder import StudyRecorder
 from .searcher import StudySearcher, TrialBook
 from .trainable import timing_task, train_trial
@@ -128,7 +129,6 @@ def _tell_known_rows(book: TrialBook, rows: Any) -> None:
 
 
 def _run_session(study: Study, session: Session, folder: StudyDir, dashboard: str | None, echo: Echo) -> None:
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our rows are the record, not Tune's CSVs
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     cache = TimingCache(folder.timing_cache)
@@ -138,18 +138,26 @@ def _run_session(study: Study, session: Session, folder: StudyDir, dashboard: st
                              timing_on=study.timing_on.resources if study.timing_on else None),
         {"cpu": study.resources.cpus_per_trial, "gpu": study.resources.gpus_per_trial},
     )
-    recorder = StudyRecorder(study, folder, cache, session.total, dashboard, show=LinePrinter(echo))
+    ledger = RungLedger(folder) if study.pruning is not None else None
+    recorder = StudyRecorder(study, folder, cache, session.total, dashboard, show=LinePrinter(echo), ledger=ledger)
     searcher = StudySearcher(study, session, folder.storage_url,
-                             timings_for=lambda spec: cache.entries(spec.deploy_key(), study.protocol))
+                             timings_for=lambda spec: cache.entries(spec.deploy_key(), study.protocol),
+                             resume_from=ledger.latest_checkpoint if ledger is not None else lambda trial_id: None)
+    concurrency: dict[str, Any] = {"max_concurrent_trials": study.resources.concurrency}
+    if study.pruning is not None:  # the scheduler caps running trials itself: a paused trial must not hold a slot
+        concurrency = {"scheduler": ParetoHalving(ledger, list(study.objectives.values()),
+                                                  study.pruning.reduction_factor, study.resources.concurrency,
+                                                  expected=session.to_run)}
     tuner = tune.Tuner(
         trainable,
         run_config=tune.RunConfig(
             name=_session_name(storage), storage_path=_join(storage, TUNE_NAME), verbose=0, callbacks=[recorder],
             failure_config=tune.FailureConfig(max_failures=study.resources.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
         tune_config=tune.TuneConfig(
-            search_alg=searcher, num_samples=session.to_run, max_concurrent_trials=study.resources.concurrency,
-            trial_name_creator=trial_name, trial_dirname_creator=trial_name, reuse_actors=True,
+            search_alg=searcher, num_samples=session.to_run, trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name, reuse_actors=study.pruning is None, **concurrency,
         ),
     )
     tuner.fit()
@@ -208,6 +216,10 @@ def describe_session(study: Study, session: Session, folder: StudyDir) -> str:
         lines.append(f"  {what:28s}{seed}  {planned.spec.to_json() if planned.spec else ''}")
     if session.sampled:
         lines.append(f"  + {session.sampled} candidates sampled by {study.sampler}")
+    if study.pruning is not None:
+        rungs = study.pruning.rungs(study.train.iterations)
+        lines.append(f"pruning: successive halving, rungs at {', '.join(map(str, rungs))} iterations, the top "
+                     f"1/{study.pruning.reduction_factor} continue at each")
     r = study.resources
     lines.append(f"resources per trial: {r.cpus_per_trial:g} CPU, {r.gpus_per_trial:g} GPU; concurrency "
                  f"{r.concurrency}; timing: {study.protocol.name}"

@@ -24,42 +24,64 @@ from ..plan import task_of
 from ..timing.cache import TimingCache
 from ..timing.result import Timing
 from ..trial import task_columns
-from .trainable import WEIGHTS
+from .halving import RungLedger
+from .trainable import WEIGHTS, checkpoint_uri
 
 Show = Callable[[ProgressState], None]
 
 
 class StudyRecorder(tune.Callback):
     def __init__(self, study: Study, folder: StudyDir, cache: TimingCache, total: int, dashboard: str | None,
-                 show: Show, every_s: float = 5.0) -> None:
+                 show: Show, ledger: RungLedger | None = None, every_s: float = 5.0) -> None:
         self.study, self.folder, self.cache = study, folder, cache
         self.show, self.every_s = show, every_s
         rows = load_results(folder)
         self.state = ProgressState.start(total, rows, study.objectives, dashboard)
         self.last_write = 0.0
+        self.ledger = ledger
+        self.written: set[str] = set()
+        self.rung_rows: dict[str, str] = {}
 
     # --- rows ----------------------------------------------------------------------------------------------
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         trial_id = trial.config.get("trial_id")
+        if isinstance(result.get("timing"), str):  # a fresh timing: the cache serves it to later trials
+            spec = ArchSpec.from_json(trial.config["arch"])
+            self.cache.put(spec.deploy_key(), self.study.protocol, Timing.model_validate_json(result["timing"]))
         if isinstance(result.get("row"), str):  # the trial's outcome: write it before Optuna is told
             row = row_from_json(result["row"])
             write_trial_row(self.folder, row)
-            if isinstance(result.get("timing"), str):
-                timing = Timing.model_validate_json(result["timing"])
-                self.cache.put(ArchSpec.from_json(row["arch_json"]).deploy_key(), self.study.protocol, timing)
+            self.written.add(trial_id)
             self.state.finish(trial_id, row)
             self._update(force=True)
+        elif isinstance(result.get("rung_row"), str):  # the row it leaves if stopped at this rung
+            self.rung_rows[trial_id] = result["rung_row"]
+            self.state.progress(trial_id, trial.config, result, self.study.train.iterations)
+            self._update()
         elif "iteration" in result:
             self.state.progress(trial_id, trial.config, result, self.study.train.iterations)
             self._update()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         trial_id = trial.config.get("trial_id")
-        if self.study.keep_checkpoints and trial.checkpoint is not None and trial_id is not None:
+        if trial_id is None:
+            return
+        if trial_id not in self.written and trial_id in self.rung_rows:  # stopped at a rung: pruned
+            row = row_from_json(self.rung_rows[trial_id])
+            write_trial_row(self.folder, row)
+            self.written.add(trial_id)
+            self.state.finish(trial_id, row)
+        elif self.study.keep_checkpoints and trial.checkpoint is not None:
             self._copy_weights(trial.checkpoint, self.folder.checkpoint(trial_id))
         self.state.stop(trial_id)
         self._update(force=True)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        """A rung checkpoint: remember where it is, so a resumed study continues the trial from it."""
+        trial_id = trial.config.get("trial_id")
+        if self.ledger is not None and trial_id is not None and trial_id not in self.written:
+            self.ledger.checkpoint(trial_id, checkpoint_uri(checkpoint))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """A trial that crashed (its worker died, or an exception escaped) gets a `failed` row with the reason."""

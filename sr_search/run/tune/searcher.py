@@ -111,11 +111,14 @@ class StudySearcher(Searcher):
     ones (define-by-run, `SearchSpace.sample` on the Optuna trial), and tells Optuna each outcome."""
 
     def __init__(self, study: Study, session: Session, storage_url: str,
-                 timings_for: Callable[[ArchSpec], list[dict[str, Any]]]) -> None:
+                 timings_for: Callable[[ArchSpec], list[dict[str, Any]]],
+                 resume_from: Callable[[str], str | None] = lambda trial_id: None) -> None:
         super().__init__()
         self.study, self.storage_url, self.timings_for = study, storage_url, timings_for
+        self.resume_from = resume_from
         self.rerun, self.new, self.sampled = list(session.rerun), list(session.new), session.sampled
         self.numbers: dict[str, int] = {}
+        self.rung_rows: dict[str, str] = {}  # the row a trial leaves if it is stopped at its last rung
         self._book: TrialBook | None = None
 
     @property
@@ -131,6 +134,9 @@ class StudySearcher(Searcher):
         if self.rerun:
             task = self.rerun.pop(0)
             config = config_of(task)
+            checkpoint = self.resume_from(task.trial_id)
+            if checkpoint is not None:  # a paused or interrupted trial of an earlier session: continue it
+                config["resume_from"] = checkpoint
         elif self.new or self.sampled > 0:
             trial = self.book.ask()
             name = f"{trial.number:04d}"
@@ -146,12 +152,17 @@ class StudySearcher(Searcher):
         self.numbers[trial_id] = int(task.trial_id)
         return {**config, "timings": self.timings_for(task.spec)}
 
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if isinstance(result.get("rung_row"), str):
+            self.rung_rows[trial_id] = result["rung_row"]
+
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         number = self.numbers.get(trial_id)
         if number is None:
             return
-        row = row_from_json(result["row"]) if result and isinstance(result.get("row"), str) else None
-        self.book.tell(number, row if row is not None else {"status": "failed"})
+        text = result.get("row") or result.get("rung_row") if result else None
+        text = text if isinstance(text, str) else self.rung_rows.get(trial_id)
+        self.book.tell(number, row_from_json(text) if text is not None and not error else {"status": "failed"})
 
 
 def _finite(value: Any) -> bool:

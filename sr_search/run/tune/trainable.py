@@ -5,10 +5,13 @@ its config and sends its row, a fresh timing and its trained weights (a Tune che
 
 from __future__ import annotations
 
+import io
 import math
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import pyarrow.fs as pafs
 
 import ray
 import torch
@@ -16,15 +19,17 @@ from ray import tune
 
 from ...model.blocks import load_block_module
 from ...model.spec import ArchSpec
-from ...results.store import row_to_json
+from ...results.store import row_from_json, row_to_json
 from ...study.model import Study
 from ..plan import task_of
 from ..timing.cache import TimingCache
 from ..timing.measure import time_spec
 from ..timing.result import Timing
-from ..trial import Timer, local_timer, pick_device, run_trial
+from ..trial import Rungs, Timer, local_timer, pick_device, rung_point, run_trial
 
 WEIGHTS = "model.pt"
+#: a rung checkpoint: {"rung", "row", "trainer"} (tensors and plain data only: loaded with weights_only)
+RUNG_STATE = "trainer.pt"
 
 
 def prepare_worker(study: Study) -> None:
@@ -43,11 +48,20 @@ def train_trial(config: dict[str, Any], study: Study, exclusive: bool, timing_on
     node = ray.get_runtime_context().get_node_id()
     timer = (remote_timer(study, task.trial_id, timing_on, cache) if timing_on
              else on_node(local_timer(study, device, exclusive, cache), node))
-    outcome = run_trial(task, study, device=device, exclusive_timing=exclusive, timer=timer, report=tune.report)
+    fresh: list[Timing] = []  # a timing measured here goes to the driver's cache with the first report that can
+
+    def timed(spec: ArchSpec) -> tuple[Timing, bool]:
+        timing, cached = timer(spec)
+        if not cached:
+            fresh.append(timing)
+        return timing, cached
+
+    outcome = run_trial(task, study, device=device, exclusive_timing=exclusive, timer=timed, report=tune.report,
+                        rungs=rungs_of(study, config, fresh))
     outcome.row["node"] = node
     final = {**numbers(outcome.row), "status": outcome.row["status"], "error": outcome.row.get("error") or "",
              "trial_id": task.trial_id, "row": row_to_json(outcome.row),
-             "timing": outcome.timing.model_dump_json() if outcome.timing is not None else None}
+             "timing": fresh.pop().model_dump_json() if fresh else None}
     if outcome.weights is None:
         tune.report(final)
         return
@@ -105,3 +119,55 @@ def on_node(timer: Timer, node: str) -> Timer:
         return (timing if cached or timing.node else timing.model_copy(update={"node": node})), cached
 
     return time
+
+
+# --- successive halving: rung reports and resuming ------------------------------------------------------------
+
+
+def rungs_of(study: Study, config: dict[str, Any], fresh: list[Timing]) -> Rungs | None:
+    """The trial's rungs when the study prunes: report at each, and continue from a rung checkpoint when there is
+    one (Tune's own, after a pause; else the one a previous session left, named in the config)."""
+    if study.pruning is None:
+        return None
+    budgets = tuple(study.pruning.rungs(study.train.iterations)[:-1])
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume = _load_state((Path(folder) / RUNG_STATE).read_bytes())
+    elif config.get("resume_from"):
+        resume = _load_state(read_uri(f"{config['resume_from'].rstrip('/')}/{RUNG_STATE}"))
+    return Rungs(budgets, on_rung=lambda index, row, state: report_rung(study, index, row, state, fresh),
+                 resume=resume)
+
+
+def report_rung(study: Study, index: int, row: dict[str, Any], state: Any, fresh: list[Timing]) -> None:
+    """Report a rung to Tune with a checkpoint to continue from; the scheduler decides there (it may pause or stop
+    the trial, and this call then never returns)."""
+    timing = fresh.pop().model_dump_json() if fresh else None
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save({"rung": index, "row": row_to_json(row), "trainer": state()}, Path(folder) / RUNG_STATE)
+        tune.report({**{k: v for k, v in numbers(row).items() if k.startswith("rung_")}, "rung": index,
+                     "iteration": row["rung_iterations"], "rung_point": rung_point(row, study.objectives),
+                     "rung_row": row_to_json(row), "timing": timing},
+                    checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _load_state(blob: bytes) -> dict[str, Any]:
+    state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    return {**state, "row": row_from_json(state["row"])}
+
+
+def read_uri(uri: str) -> bytes:
+    """A file from a local path or any pyarrow filesystem URI (s3://, gs://, ...)."""
+    filesystem, path = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
+    with filesystem.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def checkpoint_uri(checkpoint: Any) -> str:
+    """Where a Tune checkpoint lives, as a path (local) or a URI another process can open."""
+    filesystem = checkpoint.filesystem
+    if filesystem is None or isinstance(filesystem, pafs.LocalFileSystem):
+        return str(checkpoint.path)
+    return f"{filesystem.type_name}://{checkpoint.path}"

@@ -1,0 +1,90 @@
+"""Pareto-safe successive halving: which candidates continue at a rung, decided on (quality so far, exact cost).
+
+Every cost objective (throughput, latency, params, MACs) depends only on the deployed network, so it is known
+exactly before training; only quality (PSNR, SSIM, their gains) depends on the budget. At a rung, the candidates that
+reached it are ranked by non-dominated sorting on the study's objectives, quality at this rung and cost exact, and
+the top 1/reduction_factor continue (asynchronously, as ASHA: a candidate that is in the top share of what has
+reached its rung so far continues at once; the others wait, and are promoted when enough candidates arrive behind
+them, or stopped when the rung is complete).
+
+Order within a front: crowding distance (NSGA-II), largest first, each objective's extremes infinite; so the fastest
+candidate of the first front, and the best one, always come first: a candidate that owns a fast corner of the front
+is never stopped because slower ones have more PSNR at the first rung. Ties: the earlier trial first. A candidate with
+a missing value (failed evaluation) comes last.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+Point = Sequence[float]
+
+
+def promotion_order(points: Mapping[str, Point], directions: Sequence[str]) -> list[str]:
+    """Candidate ids best first: by non-dominated front, then crowding distance (largest first), then id."""
+    ids = sorted(points)
+    if not ids:
+        return []
+    signs = np.array([-1.0 if d == "max" else 1.0 for d in directions])
+    values = np.array([[float(v) for v in points[i]] for i in ids], dtype=float) * signs  # minimise all
+    finite = np.isfinite(values).all(axis=1)
+    ranks = np.full(len(ids), np.inf)
+    crowd = np.zeros(len(ids))
+    if finite.any():
+        sub = values[finite]
+        sub_ranks = _fronts(sub)
+        ranks[finite] = sub_ranks
+        crowd[finite] = _crowding(sub, sub_ranks)
+    order = sorted(range(len(ids)), key=lambda k: (ranks[k], -crowd[k], ids[k]))
+    return [ids[k] for k in order]
+
+
+def promotable(points: Mapping[str, Point], directions: Sequence[str], reduction_factor: int,
+               *, complete: bool = False) -> list[str]:
+    """The candidates at a rung that may continue: the top floor(n / rf) of the n that reached it so far (ASHA), or,
+    once the rung is complete (nothing more will arrive), at least one."""
+    keep = len(points) // reduction_factor
+    if complete:
+        keep = max(1, keep)
+    return promotion_order(points, directions)[:keep]
+
+
+def _fronts(values: np.ndarray) -> np.ndarray:
+    """Non-dominated front index per row of a minimisation matrix (0 = the front)."""
+    n = len(values)
+    le = (values[:, None, :] <= values[None, :, :]).all(axis=2)
+    lt = (values[:, None, :] < values[None, :, :]).any(axis=2)
+    dominates = le & lt  # [i, j]: i dominates j
+    count = dominates.sum(axis=0)
+    ranks = np.full(n, -1)
+    current = np.flatnonzero(count == 0)
+    rank = 0
+    while len(current):
+        ranks[current] = rank
+        for i in current:
+            count[dominates[i]] -= 1
+        count[current] = -1
+        current = np.flatnonzero(count == 0)
+        rank += 1
+    return ranks
+
+
+def _crowding(values: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance within each front (extremes of every objective get infinity)."""
+    out = np.zeros(len(values))
+    for rank in np.unique(ranks):
+        members = np.flatnonzero(ranks == rank)
+        if len(members) <= 2:
+            out[members] = math.inf
+            continue
+        for m in range(values.shape[1]):
+            order = members[np.argsort(values[members, m], kind="stable")]
+            span = values[order[-1], m] - values[order[0], m]
+            out[order[0]] = out[order[-1]] = math.inf
+            if span > 0:
+                out[order[1:-1]] += (values[order[2:], m] - values[order[:-2], m]) / span
+    return out

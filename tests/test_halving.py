@@ -1,0 +1,51 @@
+"""The Pareto-safe promotion rule on hand-built rung tables (sr_search/run/halving.py)."""
+
+import math
+
+from sr_search.run.halving import promotable, promotion_order
+from sr_search.study.model import Pruning
+
+MAX_MAX = ["max", "max"]  # (PSNR-Y at the rung, throughput): both larger is better
+
+
+def test_the_fastest_candidate_survives_with_less_psnr_than_slower_ones():
+    table = {"slow_a": (30.0, 100.0), "slow_b": (29.9, 110.0), "slow_c": (29.8, 120.0), "fast": (27.0, 1000.0)}
+    assert "fast" in promotable(table, MAX_MAX, reduction_factor=2)
+    # a single-objective rule on PSNR would have stopped it: it is last by PSNR
+    assert sorted(table, key=lambda k: -table[k][0])[-1] == "fast"
+
+
+def test_a_candidate_dominated_on_both_objectives_is_stopped():
+    table = {"a": (30.0, 500.0), "b": (29.0, 900.0), "dominated": (28.0, 400.0), "c": (31.0, 100.0)}
+    order = promotion_order(table, MAX_MAX)
+    assert order[-1] == "dominated"
+    assert "dominated" not in promotable(table, MAX_MAX, reduction_factor=2)
+
+
+def test_extremes_of_the_front_come_first_then_crowding():
+    table = {"best": (32.0, 10.0), "fastest": (25.0, 1000.0), "middle1": (30.0, 300.0), "middle2": (29.5, 320.0),
+             "middle3": (28.0, 700.0)}
+    order = promotion_order(table, MAX_MAX)
+    assert set(order[:2]) == {"best", "fastest"}
+    assert order.index("middle3") < order.index("middle2")  # middle2 is crowded next to middle1
+
+
+def test_ties_missing_values_and_directions():
+    table = {"b": (30.0, 5.0), "a": (30.0, 5.0), "nan": (math.nan, 1.0), "c": (29.0, 6.0)}
+    order = promotion_order(table, ["max", "min"])  # latency-like cost: smaller is better
+    assert order[:2] == ["a", "b"]  # identical points: the earlier trial first
+    assert order[-1] == "nan"  # a missing value ranks last
+    assert promotion_order({}, MAX_MAX) == []
+
+
+def test_asynchronous_share_and_a_complete_rung_keeps_at_least_one():
+    one = {"only": (30.0, 10.0)}
+    assert promotable(one, MAX_MAX, reduction_factor=3) == []  # floor(1/3): wait for more candidates
+    assert promotable(one, MAX_MAX, reduction_factor=3, complete=True) == ["only"]
+    six = {str(i): (20.0 + i, 100.0 - i) for i in range(6)}  # all on one front
+    assert len(promotable(six, MAX_MAX, reduction_factor=3)) == 2
+
+
+def test_rung_budgets():
+    assert Pruning(min_iterations=200, reduction_factor=3).rungs(1800) == [200, 600, 1800]
+    assert Pruning(min_iterations=100, reduction_factor=2).rungs(1000) == [100, 200, 400, 800, 1000]
