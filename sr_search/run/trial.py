@@ -234,7 +234,8 @@ def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, 
         result = _train_through_rungs(trainer, rungs, row, study, val_fn, bicubic)
     except SrSearchError as exc:  # e.g. a warm-start checkpoint that does not fit this candidate
         return finish("failed", str(exc))
-    row.update(train_iterations=result.iterations, train_seconds=result.seconds, final_loss=result.final_loss)
+    row.update(train_iterations=result.iterations, train_seconds=result.seconds, final_loss=result.final_loss,
+               val_curve=json.dumps([[it, round(m["psnr_y"], 6)] for it, m in result.validations]))
     if result.status != "complete":
         del model, trainer
         train.release_memory(device)
@@ -254,6 +255,8 @@ def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, 
     row.update(metrics.evaluate(deployed, val_sets, spec.scale, spec.colors, device))
     row.update(bicubic)
     row["psnr_gain"] = row["psnr_y"] - row["bicubic_psnr_y"]
+    # below bicubic: training collapsed (a too-large step, a broken candidate); flagged, never a plain result
+    row["collapsed"] = bool(row["psnr_gain"] < 0)
     if study.protocol.ntire and row.get("latency_ms_mean") is not None:
         row["ntire_score"] = ntire_score(row)
     return finish("complete")

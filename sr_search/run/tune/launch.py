@@ -130,6 +130,7 @@ def _tell_known_rows(book: TrialBook, rows: Any) -> None:
 
 def _run_session(study: Study, session: Session, folder: StudyDir, dashboard: str | None, echo: Echo) -> None:
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # short trials are normal
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     cache = TimingCache(folder.timing_cache)
     storage = study.storage or str(folder.root.resolve())

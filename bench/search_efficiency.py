@@ -1,0 +1,206 @@
+"""Search efficiency of Pareto-safe successive halving (issue 15), on this machine's CPU and the built-in images.
+
+One fixed list of candidates (random sampler, fixed seed) from a small x2 space over every block family is run
+(a) at the full budget and (b) with successive halving, both through `sr-search launch`; then (c) successive halving
+with about (a)'s wall time and more candidates from the same sampler. Printed side by side: training iterations and
+wall time, the hypervolume of each final front relative to (a)'s (full-budget PSNR-Y vs latency, one fixed
+reference: the bicubic PSNR and 1.1x the largest latency), how many of (a)'s front members (b) kept, and the Kendall
+tau between PSNR at each rung's budget and full-budget PSNR over (a)'s candidates. Then (d): from (a)'s recorded
+validation curves, the stop/continue decisions of four rules replayed at the same rungs: ours (non-dominated rank,
+crowding distance), single-objective ASHA on PSNR (Ray Tune's), Syne Tune's multi-objective ASHA (non-dominated rank,
+epsilon-net order within a front, seeded at the first objective) and random stopping at the same budget.
+
+    python bench/search_efficiency.py                    # the full run (~40 min on 2 cores)
+    python bench/search_efficiency.py --candidates 6 --iterations 180 --min-iterations 20   # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import kendalltau
+
+from sr_search import launch, load_results, load_study
+from sr_search.results.pareto import hypervolume_2d, pareto_front
+from sr_search.run.halving import promotion_order
+
+OBJECTIVES = {"psnr_y": "max", "latency_ms": "min"}
+
+SPACE = """\
+description: a small x2 space over every block family (issue 15 benchmark)
+params:
+  scale: 2
+  colors: 3
+  channels: {low: 8, high: 32, step: 8}
+  depth: {low: 2, high: 6}
+  activation: [relu, prelu, lrelu, silu]
+  global_skip: [nearest, none]
+blocks:
+  rep: {branches: [1, 2], width_mult: [1.0, 2.0]}
+  ecb: {with_idt: [true, false]}
+  rlfb: {esa_channels: [8, 16], long_skip: true}
+  esdb: {esa_channels: [8], long_skip: true}
+  eresidual: {groups: [1, 2, 4], fusion: [none, cascade]}
+  plain: {}
+  span: {depth: {low: 1, high: 4}}
+"""
+
+
+def study_text(name: str, n: int, iterations: int, val_every: int, concurrency: int, pruning: str) -> str:
+    return (f"name: {name}\nspace: space.yaml\nsampler: random\nseed: 7\nn_trials: {n}\n"
+            f"objectives: {{psnr_y: max, latency_ms: min}}\ntiming: cpu\n"
+            f"train: {{iterations: {iterations}, batch_size: 8, lr_patch: 32, lr: 0.002, val_every: {val_every}}}\n"
+            f"data: {{val_max_size: 128}}\nresources: {{concurrency: {concurrency}, gpus_per_trial: 0}}\n{pruning}")
+
+
+def run(folder: Path, name: str, text: str) -> tuple[pd.DataFrame, float]:
+    (folder / f"{name}.yaml").write_text(text)
+    start = time.perf_counter()
+    out = launch(load_study(folder / f"{name}.yaml"), out_dir=folder / name, echo=lambda _: None)
+    return load_results(out), time.perf_counter() - start
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else math.nan
+
+
+def hypervolume(df: pd.DataFrame, reference: tuple[float, float]) -> float:
+    front = pareto_front(df, OBJECTIVES)
+    return hypervolume_2d(front[list(OBJECTIVES)].to_numpy(), reference, list(OBJECTIVES.values()))
+
+
+def curves(df: pd.DataFrame) -> dict[str, dict[int, float]]:
+    """Each complete candidate's validation PSNR by iteration (recorded in its row)."""
+    return {r.trial_id: {int(i): float(p) for i, p in json.loads(r.val_curve)}
+            for r in df[df["status"] == "complete"].itertuples() if isinstance(r.val_curve, str)}
+
+
+# --- the replayed rules: each orders the candidates at a rung, best first ----------------------------------------
+
+
+def order_ours(points: dict[str, tuple[float, float]]) -> list[str]:
+    return promotion_order(points, list(OBJECTIVES.values()))
+
+
+def order_asha_psnr(points: dict[str, tuple[float, float]]) -> list[str]:
+    return sorted(points, key=lambda k: (-points[k][0], k))
+
+
+def order_moasha_epsnet(points: dict[str, tuple[float, float]]) -> list[str]:
+    """Syne Tune's MO-ASHA sort, from its documentation: peel non-dominated fronts; within a front, start at the point
+    best in the first objective, then repeatedly take the point farthest (Euclidean, raw values) from those taken."""
+    ids = sorted(points)
+    values = {k: np.array([-points[k][0], points[k][1]]) for k in ids}  # minimise both
+    remaining, order = list(ids), []
+    while remaining:
+        front = [a for a in remaining
+                 if not any((values[b] <= values[a]).all() and (values[b] < values[a]).any() for b in remaining)]
+        chosen = [min(front, key=lambda k: (values[k][0], k))]
+        rest = [k for k in front if k not in chosen]
+        while rest:
+            far = max(rest, key=lambda k: (min(np.linalg.norm(values[k] - values[c]) for c in chosen), k))
+            chosen.append(far)
+            rest.remove(far)
+        order += chosen
+        remaining = [k for k in remaining if k not in front]
+    return order
+
+
+def replay(rule, rung_psnr: dict[str, dict[int, float]], cost: dict[str, float], rungs: list[int], rf: int,
+           rng: random.Random | None = None) -> tuple[list[str], int]:
+    """Synchronous successive halving on recorded curves: at each rung the top 1/rf (at least one) continue. Returns
+    the candidates that reach the full budget and the iterations spent."""
+    alive, spent = sorted(rung_psnr), 0
+    previous = 0
+    for rung in rungs[:-1]:
+        spent += (rung - previous) * len(alive)
+        previous = rung
+        keep = max(1, len(alive) // rf)
+        if rng is not None:
+            alive = sorted(rng.sample(alive, keep))
+        else:
+            points = {k: (rung_psnr[k][rung], cost[k]) for k in alive}
+            alive = rule(points)[:keep]
+    spent += (rungs[-1] - previous) * len(alive)
+    return alive, spent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--candidates", type=int, default=18)
+    parser.add_argument("--iterations", type=int, default=1620)
+    parser.add_argument("--min-iterations", type=int, default=60)
+    parser.add_argument("--reduction-factor", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=2)
+    args = parser.parse_args()
+    n, full, m, rf = args.candidates, args.iterations, args.min_iterations, args.reduction_factor
+    pruning = f"pruning: {{min_iterations: {m}, reduction_factor: {rf}}}\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "space.yaml").write_text(SPACE)
+        full_df, full_s = run(folder, "a_full", study_text("a_full", n, full, m, args.concurrency, ""))
+        halved_df, halved_s = run(folder, "b_halving", study_text("b_halving", n, full, 0, args.concurrency, pruning))
+        more = max(n + 1, int(n * full_s / max(halved_s, 1e-9)))
+        more_df, more_s = run(folder, "c_halving_more", study_text("c_halving_more", more, full, 0, args.concurrency,
+                                                                   pruning))
+    rungs = load_study_rungs(m, rf, full)
+    complete = full_df[full_df["status"] == "complete"]
+    bicubic = float(complete["bicubic_psnr_y"].iloc[0])
+    reference = (bicubic, 1.1 * float(pd.concat([full_df, more_df])["latency_ms"].max()))
+    hv_a = hypervolume(full_df, reference)
+    front_a = set(pareto_front(full_df, OBJECTIVES)["trial_id"])
+    kept = front_a & set(halved_df.loc[halved_df["status"] == "complete", "trial_id"])
+
+    def iters(df: pd.DataFrame) -> int:
+        return int(df["train_iterations"].fillna(0).sum())
+
+    print(f"{n} candidates, full budget {full} iterations, rungs {rungs}, reduction factor {rf}, concurrency "
+          f"{args.concurrency}; HV reference: PSNR-Y {reference[0]:.3f} dB (bicubic), latency {reference[1]:.2f} ms")
+    print(f"{'run':28s} {'candidates':>10s} {'iterations':>11s} {'ratio':>6s} {'wall s':>8s} {'ratio':>6s} "
+          f"{'HV / HV(a)':>10s}")
+    for label, df, wall in (("(a) full budget", full_df, full_s), ("(b) successive halving", halved_df, halved_s),
+                            ("(c) halving, (a)'s wall time", more_df, more_s)):
+        print(f"{label:28s} {len(df):10d} {iters(df):11d} {iters(df) / iters(full_df):6.2f} {wall:8.0f} "
+              f"{wall / full_s:6.2f} {ratio(hypervolume(df, reference), hv_a):10.3f}")
+    print(f"(b) kept {len(kept)} of (a)'s {len(front_a)} front members")
+
+    psnr_at = curves(full_df)
+    final = {k: float(v) for k, v in zip(complete["trial_id"], complete["psnr_y"])}
+    print("\nrank correlation of PSNR-Y at each rung with full-budget PSNR-Y, over (a)'s candidates")
+    for rung in rungs[:-1]:
+        ids = [k for k in final if rung in psnr_at.get(k, {})]
+        tau = kendalltau([psnr_at[k][rung] for k in ids], [final[k] for k in ids]).statistic
+        print(f"  rung {rung:5d} iterations: Kendall tau {tau:.3f} over {len(ids)} candidates")
+
+    cost = {k: float(v) for k, v in zip(complete["trial_id"], complete["latency_ms"])}
+    usable = {k: psnr_at[k] for k in final if all(r in psnr_at.get(k, {}) for r in rungs[:-1])}
+    full_points = complete.set_index("trial_id").loc[list(usable)]
+    print("\nreplayed on (a)'s curves (synchronous halving at the same rungs)")
+    print(f"{'rule':34s} {'HV kept':>8s} {'iterations':>11s} {'ratio':>6s}")
+    total = len(usable) * full
+    for label, rule in (("ours: Pareto rank + crowding", order_ours), ("ASHA on PSNR-Y (Ray Tune)", order_asha_psnr),
+                        ("MO-ASHA eps-net (Syne Tune)", order_moasha_epsnet)):
+        survivors, spent = replay(rule, usable, cost, rungs, rf)
+        hv = ratio(hypervolume(full_points.loc[survivors].reset_index(), reference), hv_a)
+        print(f"{label:34s} {hv:8.3f} {spent:11d} {spent / total:6.2f}")
+    draws = [replay(None, usable, cost, rungs, rf, random.Random(seed)) for seed in range(200)]
+    hv_random = np.mean([ratio(hypervolume(full_points.loc[s].reset_index(), reference), hv_a) for s, _ in draws])
+    print(f"{'random stopping (mean of 200)':34s} {hv_random:8.3f} {draws[0][1]:11d} {draws[0][1] / total:6.2f}")
+
+
+def load_study_rungs(m: int, rf: int, full: int) -> list[int]:
+    from sr_search.study.model import Pruning
+
+    return Pruning(min_iterations=m, reduction_factor=rf).rungs(full)
+
+
+if __name__ == "__main__":
+    main()
