@@ -109,12 +109,14 @@ def validate(
     show: bool = typer.Option(False, "--show", help="also print each space's size and a few sampled specs"),
 ) -> None:
     """Check spaces and studies; every problem is listed (file, key, line, value, allowed values); exit 1 if any."""
+    from .run.resources import resource_problems
     from .study.config import describe, validate_files
 
     problems = validate_files(files)
+    problems = [str(p) for p in problems] or resource_problems(files)  # what launch would refuse on this machine
     if problems:
         for problem in problems:
-            typer.echo(str(problem), err=True)
+            typer.echo(problem, err=True)
         typer.echo(f"{len(problems)} problem(s) in {len(files)} file(s)", err=True)
         raise typer.Exit(EXIT_BAD_INPUT)
     for path in files:

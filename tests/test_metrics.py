@@ -16,7 +16,6 @@ from sr_search.errors import SrSearchError
 from sr_search.run.metrics import (
     bicubic_baseline,
     evaluate,
-    ntire23_score,
     psnr,
     rgb_to_y,
     ssim,
@@ -108,19 +107,6 @@ def test_to_uint8_clamps_and_rounds():
     out = to_uint8(t)
     assert out.shape == (1, 5, 1) and out.dtype == np.uint8
     assert out[0, :, 0].tolist() == [0, 51, 128, 255, 255]  # 0.5 * 255 = 127.5 rounds half to even: 128
-
-
-def test_ntire23_score_matches_the_challenge_notebook():
-    # values printed in NTIRE23-RTSR demo/calc_scoring.ipynb (bicubic PSNR 31.697655)
-    b = 31.697655
-    assert ntire23_score(32, b, 27.86) == pytest.approx(4.6726, abs=1e-3)
-    assert ntire23_score(32, b, 10) == pytest.approx(7.799, abs=1e-3)
-    assert ntire23_score(32.1, b, 10) == pytest.approx(8.359, abs=1e-3)
-    assert ntire23_score(32, b, 9) == pytest.approx(8.221, abs=1e-3)
-    assert ntire23_score(31.0, b, 10) == 0.0
-    assert ntire23_score(b, b, 10) == 0.0
-    with pytest.raises(SrSearchError, match="runtime_ms"):
-        ntire23_score(32, b, 0)
 
 
 # --- evaluate ---------------------------------------------------------------------------------------

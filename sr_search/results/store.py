@@ -52,7 +52,8 @@ COLUMNS: dict[str, pa.DataType] = {
     "latency_ms": _F64, "latency_ms_p90": _F64, "latency_ms_mean": _F64, "throughput": _F64, "mpix_per_s": _F64,
     "timing_protocol": _STR, "timing_device": _STR, "timing_precision": _STR,
     "timing_exclusive": _BOOL, "timing_cached": _BOOL, "timing_retimed": _BOOL, "timing_node": _STR,
-    "reparam_max_abs_err": _F64, "peak_mem_mb": _F64, "ntire_score": _F64,
+    "reparam_max_abs_err": _F64, "peak_mem_mb": _F64, "ntire_score": _F64, "ntire_esr_score": _F64,
+    "ntire_esr_gflops": _F64,
     "constraint_violation": _F64,
     "seed": _INT, "started_at": _TIME, "finished_at": _TIME, "host": _STR, "node": _STR, "versions": _STR,
 }

@@ -20,7 +20,6 @@ from torch import nn
 from ..errors import SrSearchError
 from .data import Y_OFFSET, Y_WEIGHTS, ValImage, check_val, imresize
 
-NTIRE23_PSNR_BICUBIC = 31.697655  # the challenge's default bicubic PSNR on its val/test set
 
 
 def to_uint8(t: torch.Tensor) -> np.ndarray:
@@ -103,16 +102,6 @@ def ssim(a: Any, b: Any, crop_border: int = 0, y_channel: bool = False) -> float
     if min(a.shape[:2]) < 11:
         raise SrSearchError(f"ssim needs at least 11x11 px after cropping; got {a.shape[1]}x{a.shape[0]}")
     return float(np.mean([_ssim_channel(a[..., c], b[..., c]) for c in range(a.shape[2])]))
-
-
-def ntire23_score(psnr_value: float, psnr_bicubic: float, runtime_ms: float) -> float:
-    """NTIRE 2023 RTSR score, 2 * 2^d / (0.1 * sqrt(runtime_ms)) with d = PSNR - PSNR_bicubic; 0 when d <= 0."""
-    if not runtime_ms > 0:
-        raise SrSearchError(f"ntire23_score: runtime_ms must be > 0; got {runtime_ms!r}")
-    d = psnr_value - psnr_bicubic
-    if not d > 0:
-        return 0.0
-    return 2.0 * 2.0**d / (0.1 * math.sqrt(runtime_ms))
 
 
 # --- evaluation on validation sets -----------------------------------------------------------------
@@ -236,6 +225,6 @@ def _score_sets(
 
 
 __all__ = [
-    "NTIRE23_PSNR_BICUBIC", "bicubic_baseline", "evaluate", "ntire23_score", "psnr", "rgb_to_y", "ssim",
+    "bicubic_baseline", "evaluate", "psnr", "rgb_to_y", "ssim",
     "to_uint8",
 ]

@@ -5,7 +5,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from ..errors import SrSearchError
 from ..study.model import Study
@@ -34,20 +35,43 @@ def local_resources() -> dict[str, float]:
 
 def check_resources(study: Study, available: Mapping[str, float], where: str = "this machine") -> None:
     """Raise `SrSearchError` naming what the study needs that `available` lacks, and what there is."""
-    problems = []
-    for name, (amount, key) in needs(study).items():
-        if available.get(name, 0.0) < amount:
-            problems.append(f"{name} {amount:g} ({key})")
+    problems = [f"{name} {amount:g} ({key})" for (name, amount), key in
+                ((k, key) for k, key in _missing(study, available))]
     if not problems:
         return
     has = ", ".join(f"{k} {v:g}" for k, v in sorted(available.items()) if not k.startswith(("node:", "memory",
                                                                                               "object_store")))
     hint = []
-    if any(p.startswith("GPU") for p in problems):
-        hint.append("run it where there is a GPU (or join a cluster with --address), or set resources.gpus_per_trial: "
-                    "0 and timing: cpu")
+    if any(key == "resources.gpus_per_trial" for _, key in _missing(study, available)):
+        hint.append("run it where there is a GPU (or join a cluster that has one with --address), or set "
+                    "resources.gpus_per_trial: 0")
+    if any(key.startswith("timing:") for _, key in _missing(study, available)):
+        hint.append("time where there is a GPU, or use a CPU protocol (timing: cpu)")
     if study.timing_on is not None:
         hint.append("start the deployment node with `ray start --resources '{...}'` naming the timing_on resource")
     hint.append("or set resources.autoscaling: true if the cluster adds nodes on demand")
     raise SrSearchError(f"study {study.name!r} needs {'; '.join(problems)}, but {where} has: {has or 'nothing'}; "
                         + "; ".join(hint))
+
+
+def _missing(study: Study, available: Mapping[str, float]) -> list[tuple[tuple[str, float], str]]:
+    """((resource, amount), study key) for everything the study needs beyond `available`."""
+    return [((name, amount), key) for name, (amount, key) in needs(study).items()
+            if available.get(name, 0.0) < amount]
+
+
+def resource_problems(paths: Iterable[str | Path]) -> list[str]:
+    """For `sr-search validate`: every study among `paths` that this machine cannot run, as launch would say it."""
+    from ..study.config import detect_kind, load_study
+    from ..study.yamlfile import read_yaml
+
+    problems = []
+    for path in paths:
+        doc = read_yaml(path, "YAML")
+        if doc.problems or detect_kind(doc) != "study":
+            continue
+        try:
+            check_resources(load_study(path), local_resources())
+        except SrSearchError as exc:
+            problems.append(f"{path}: {exc} (the file itself is valid)")
+    return problems

@@ -31,8 +31,10 @@ from ..model.spec import ArchSpec
 from ..results.store import spec_columns
 from ..study.model import Study
 from ..study.settings import DataSpec
+from ..model.cost import deploy_pair
 from . import data as data_mod
 from . import metrics, train
+from .challenge import ESR, fvcore_gflops, score_columns
 from .timing.cache import TimingCache
 from .timing.measure import protocol_cost, time_spec
 from .timing.result import Timing
@@ -185,6 +187,8 @@ def _cost_first(task: TrialTask, study: Study, timer: Timer, row: dict[str, Any]
         row["constraint_input_size"] = 1.0
         return "infeasible", f"cannot run under timing protocol {protocol.name!r}: {exc}"
     row.update(params_train=cost.params_train, params_deploy=cost.params_deploy, macs_deploy=cost.macs_deploy)
+    if study.protocol.score in ESR:  # the organisers' FLOPs: fvcore at 1x3x256x256
+        row["ntire_esr_gflops"] = fvcore_gflops(deploy_pair(spec)[1], spec.colors)
     try:
         data_mod.check_patch(spec, study.train.lr_patch)
     except SrSearchError as exc:  # the study's patch size cannot feed this candidate (ESA, unshuffle)
@@ -257,8 +261,7 @@ def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, 
     row["psnr_gain"] = row["psnr_y"] - row["bicubic_psnr_y"]
     # below bicubic: training collapsed (a too-large step, a broken candidate); flagged, never a plain result
     row["collapsed"] = bool(row["psnr_gain"] < 0)
-    if study.protocol.ntire and row.get("latency_ms_mean") is not None:
-        row["ntire_score"] = ntire_score(row)
+    row.update(score_columns(row, study.protocol.score))
     return finish("complete")
 
 
@@ -287,7 +290,7 @@ def _train_through_rungs(trainer: train.Trainer, rungs: Rungs | None, row: dict[
 #: columns of a rung's row that a finished trial does not keep
 RUNG_ONLY = ("status", "error", "rung", "train_iterations", "train_seconds", "final_loss", "finished_at")
 #: row columns that depend on the training budget; the others (cost) are exact before training
-QUALITY = ("psnr_y", "ssim_y", "psnr_gain", "psnr_rgb", "ntire_score")
+QUALITY = ("psnr_y", "ssim_y", "psnr_gain", "psnr_rgb", "ntire_score", "ntire_esr_score")
 
 
 def is_quality(metric: str) -> bool:
@@ -299,9 +302,8 @@ def rung_row(row: dict[str, Any], index: int, result: train.TrainResult, quality
     """The row a candidate stopped at a rung leaves: status 'pruned', the iterations it reached, and its quality
     there in `rung_*` columns only (never in `psnr_y`, so a partial result cannot pass for a full one)."""
     measured = {**quality, "psnr_gain": quality["psnr_y"] - bicubic["bicubic_psnr_y"]}
-    if study.protocol.ntire and row.get("latency_ms_mean") is not None:
-        measured["ntire_score"] = metrics.ntire23_score(quality["psnr_y"], bicubic["bicubic_psnr_y"],
-                                                        row["latency_ms_mean"])
+    rung = {**row, **bicubic, **{f"rung_{k}": v for k, v in measured.items()}}
+    measured.update({k.removeprefix("rung_"): v for k, v in score_columns(rung, study.protocol.score, "rung_").items()})
     return {**row, **bicubic, "status": "pruned", "error": None, "rung": index, "rung_iterations": result.iterations,
             "train_iterations": result.iterations, "train_seconds": result.seconds, "final_loss": result.final_loss,
             **{f"rung_{k}": v for k, v in measured.items()}}
@@ -317,11 +319,6 @@ def rung_point(rung: dict[str, Any], objectives: dict[str, str]) -> list[float]:
     return point
 
 
-def ntire_score(row: dict[str, Any]) -> float:
-    """NTIRE23 RTSR score; the challenge averages its 244 runs, so the mean latency is the runtime here."""
-    return metrics.ntire23_score(row["psnr_y"], row["bicubic_psnr_y"], row["latency_ms_mean"])
-
-
 def timing_columns(measured: Timing, cached: bool) -> dict[str, Any]:
     return {
         "latency_ms": measured.latency_ms, "latency_ms_p90": measured.latency_ms_p90,
@@ -335,6 +332,5 @@ def timing_columns(measured: Timing, cached: bool) -> dict[str, Any]:
 def retimed_row(row: dict[str, Any], measured: Timing, study: Study) -> dict[str, Any]:
     """`row` with an exclusive re-timing of its deployed network (the front's confirmation pass, DESIGN 6)."""
     out = {**row, **timing_columns(measured, cached=False), "timing_retimed": True}
-    if study.protocol.ntire and out.get("psnr_y") is not None:
-        out["ntire_score"] = ntire_score(out)
+    out.update(score_columns(out, study.protocol.score))
     return out

@@ -27,7 +27,8 @@ from .yamlfile import did_you_mean
 
 #: result columns a study may optimise, with the only direction that makes sense for each
 METRICS = {
-    "psnr_y": "max", "ssim_y": "max", "psnr_gain": "max", "ntire_score": "max", "throughput": "max",
+    "psnr_y": "max", "ssim_y": "max", "psnr_gain": "max", "ntire_score": "max", "ntire_esr_score": "min",
+    "throughput": "max",
     "mpix_per_s": "max", "latency_ms": "min", "latency_ms_p90": "min", "params_deploy": "min",
     "params_train": "min", "macs_deploy": "min", "peak_mem_mb": "min", "train_seconds": "min",
 }

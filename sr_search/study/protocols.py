@@ -12,6 +12,11 @@ format and (CPU) the thread count. Built-in protocols:
   its random input (LR 1920x1080 at x2, 1280x720 at x3); the pixel count equals landscape 4K, but kernels whose
   speed depends on orientation can differ, so define a landscape custom protocol to compare. NTIRE reports the
   *mean*; `Timing.latency_ms_mean` is that figure, `latency_ms` the median.
+- `ntire26-esr`, `ntire25-esr`: the NTIRE efficient-SR challenge (2026, 2025) as the organisers time it (reference
+  section 11): x4, fp32, cudnn.benchmark off, CUDA events around each forward and a synchronise after it, **no
+  warm-up** (the cold first image is part of the average, as in the organisers' runs), the mean per image; LR 336x504,
+  a DIV2K-valid-sized image divisible by every unshuffle factor. Scored with the year's challenge score (lower is
+  better, sr_search/run/challenge.py). `ntire26-esr-warm` / `ntire25-esr-warm`: the same after 20 warm-up forwards.
 - `cpu`: fp32, batch 1, LR 108x192 (16:9, divisible by every unshuffle factor 1-4), one pinned thread (the most
   repeatable figure on a shared machine and the same on any core count), 3 warm-up and 20 timed runs. The default when CUDA is not available.
 """
@@ -55,15 +60,26 @@ class TimingProtocol(Record):
     cudnn_benchmark: bool = False
     channels_last: bool = False
     threads: int | None = Field(None, ge=1, le=1024)
-    ntire: bool = False
-
+    #: the challenge score rows get under this protocol (sr_search/run/challenge.py)
+    score: Literal["ntire23", "ntire25-esr", "ntire26-esr"] | None = None
 
     @model_validator(mode="before")
     @classmethod
-    def _pin_cpu_threads(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("device") == "cpu" and data.get("threads") is None:
+    def _defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("device") == "cpu" and data.get("threads") is None:
             data = {**data, "threads": 1}
+        if "ntire" in data:  # 0.1's switch for the NTIRE23 score
+            data = dict(data)
+            if data.pop("ntire") is True and data.get("score") is None:
+                data["score"] = "ntire23"
         return data
+
+    @property
+    def ntire(self) -> bool:
+        """Scored with the NTIRE 2023 real-time score."""
+        return self.score == "ntire23"
 
     @model_validator(mode="after")
     def _check(self) -> TimingProtocol:
@@ -87,9 +103,12 @@ PROTOCOLS: dict[str, TimingProtocol] = {
         TimingProtocol(name="repsr", device="cuda", precision="fp16", batch=4, hr_size=(720, 1280), warmup=20,
                        reps=100, cudnn_benchmark=True),
         TimingProtocol(name="ntire23-x2", device="cuda", precision="fp16", batch=1, hr_size=(3840, 2160), scale=2,
-                       warmup=50, reps=244, cudnn_benchmark=True, ntire=True),
+                       warmup=50, reps=244, cudnn_benchmark=True, score="ntire23"),
         TimingProtocol(name="ntire23-x3", device="cuda", precision="fp16", batch=1, hr_size=(3840, 2160), scale=3,
-                       warmup=50, reps=244, cudnn_benchmark=True, ntire=True),
+                       warmup=50, reps=244, cudnn_benchmark=True, score="ntire23"),
+        *(TimingProtocol(name=f"{year}-esr{suffix}", device="cuda", precision="fp32", batch=1, lr_size=(336, 504),
+                         scale=4, warmup=warmup, reps=100, cudnn_benchmark=False, score=f"{year}-esr")
+          for year in ("ntire26", "ntire25") for suffix, warmup in (("", 0), ("-warm", 20))),
         TimingProtocol(name="cpu", device="cpu", precision="fp32", batch=1, lr_size=(108, 192), warmup=3, reps=20,
                        threads=1),
     )
