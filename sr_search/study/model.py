@@ -163,6 +163,13 @@ class Study(BaseModel):
     def _resolve_space(cls, value: Any, info: ValidationInfo) -> Any:
         return _resolve(value, info)
 
+    @field_validator("storage", mode="before")
+    @classmethod
+    def _resolve_storage(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and "://" not in value:
+            return str(_resolve(value, info))
+        return value
+
     @field_validator("data", mode="before")
     @classmethod
     def _resolve_data(cls, value: Any, info: ValidationInfo) -> Any:

@@ -16,6 +16,7 @@ import pyarrow.fs as pafs
 import ray
 import torch
 from ray import tune
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from ...model.blocks import load_block_module
 from ...model.spec import ArchSpec
@@ -80,7 +81,9 @@ def timing_task(study: Study, timing_on: dict[str, float] | None, name: str) -> 
     """`time_remotely` as a Ray task that holds the timing device alone: the deployment node's resource when the study
     names one (`timing_on`), else a whole GPU, else the CPUs one trial gets (once no trial runs)."""
     cuda = study.protocol.device == "cuda"
-    options: dict[str, Any] = {"name": name, "num_gpus": 1 if cuda else 0}
+    # outside the calling trial's placement group: the timing device is not among the trial's resources
+    options: dict[str, Any] = {"name": name, "num_gpus": 1 if cuda else 0,
+                               "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=None)}
     if timing_on:
         options.update(resources=dict(timing_on), num_cpus=0)  # 0 CPUs: never waits for a trial on that node
     else:
