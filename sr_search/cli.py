@@ -4,6 +4,7 @@ any other failure -> exit 2 (DESIGN 4.1)."""
 from __future__ import annotations
 
 import functools
+import inspect as pyinspect
 import os
 import sys
 import traceback
@@ -11,10 +12,29 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from .errors import SrSearchError, StudyStopped
 
+
+class _Commands(TyperGroup):
+    """Plain help whose command list shows each command's first paragraph whole (wrapped), where click would cut
+    it at the terminal width with '...'."""
+
+    def format_commands(self, ctx, formatter) -> None:  # noqa: ANN001 - click's signature
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                first = pyinspect.cleandoc(command.short_help or command.help or "").split("\n\n")[0]
+                rows.append((name, " ".join(first.split())))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="Architecture search and ablations for efficient super-resolution.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -231,12 +251,13 @@ def status(study_dir: Path = typer.Argument(..., help="a study directory, possib
 @app.command()
 @_guarded
 def compare(
-    study_dirs: list[Path] = typer.Argument(..., help="two or more study directories; the first is the yardstick"),
-    out: Optional[Path] = typer.Option(None, "--out", help="folder for fronts.png, fronts.csv, studies.csv "
+    study_dirs: list[Path] = typer.Argument(..., metavar="STUDY_DIR",
+                                            help="two or more study directories; the first is the yardstick"),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="folder for fronts.png, fronts.csv, studies.csv "
                                        "(and levels.csv for ablations); default: print only"),
-    objective: list[str] = typer.Option([], "--objective", help="compare on NAME=max|min instead of the "
+    objective: list[str] = typer.Option([], "--objective", metavar="NAME=max|min", help="compare on NAME=max|min instead of the "
                                         "studies' own objectives (repeat it for each)"),
-    reference: list[str] = typer.Option([], "--reference", help="pin the hypervolume reference of one objective, "
+    reference: list[str] = typer.Option([], "--reference", metavar="NAME=VALUE", help="pin the hypervolume reference of one objective, "
                                         "NAME=VALUE (repeatable)"),
     strict: bool = typer.Option(False, "--strict", help="refuse studies timed or measured differently instead of "
                                 "flagging them"),

@@ -44,6 +44,10 @@ def test_help_shows_no_bool_metavar_for_flags():
         assert result.exit_code == 0, result.output
         assert "<bool>" not in result.output, (command, result.output)
         assert "--help" in result.output
+    # plain help, but each command's first paragraph whole in the list, not cut at the width with '...'
+    listing = runner.invoke(app, ["--help"]).output
+    commands = listing.split("Commands:")[1]
+    assert "and the deploy error." in commands and "..." not in commands
 
 
 @pytest.mark.parametrize(("args", "absent"), [
