@@ -3,6 +3,7 @@ function), rows and frozen study written as the runner writes them."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -31,17 +32,17 @@ factors: {{channels: {levels}}}
 timing: {timing}
 protocols: {{other: {{device: cpu, precision: fp32, batch: 1, lr_size: [16, 16], warmup: 1, reps: 3, threads: 1}}}}
 train: {{iterations: {iterations}, batch_size: 4, lr_patch: 16}}
-data: {{val_max_size: 48}}
+data: {{val_max_size: {val}}}
 {extra}"""
 
 
-def make_study(root: Path, name: str, *, levels="[6, 8, 12]", timing=TINY, iterations=6, extra="") -> Path:
+def make_study(root: Path, name: str, *, levels="[6, 8, 12]", timing=TINY, iterations=6, val=48, extra="") -> Path:
     """A finished study folder: each variant run by `run_trial`, its row, study.yaml and resolved.yaml written."""
     src = root / "src"
     src.mkdir(exist_ok=True)
     (src / "space.yaml").write_text(SPACE)
     (src / f"{name}.yaml").write_text(STUDY.format(name=name, levels=levels, timing=timing, iterations=iterations,
-                                                   extra=extra))
+                                                   val=val, extra=extra))
     study = load_study(src / f"{name}.yaml")
     folder = StudyDir(root / name)
     for i, planned in enumerate(make_plan(study)):
@@ -60,7 +61,7 @@ def studies(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_two_studies_share_one_reference_and_say_who_dominates(studies):
-    cmp = compare_studies([studies["short"], studies["long"]])
+    cmp = compare_studies([studies["short"], studies["long"]], strict=True)  # nothing to refuse
     assert cmp.objectives == {"psnr_y": "max", "throughput": "max"} and not cmp.flags
     # the reference is fixed by the metric (bicubic PSNR-Y, zero throughput), not by either study
     bicubic = load_results(studies["short"]).loc[0, "bicubic_psnr_y"]
@@ -91,6 +92,15 @@ def test_two_studies_share_one_reference_and_say_who_dominates(studies):
     assert list(cmp.levels.columns) == ["factor", "level", "psnr_y [short]", "psnr_y [long]", "throughput [short]",
                                         "throughput [long]"]
     assert cmp.levels[["psnr_y [short]", "psnr_y [long]"]].notna().all().all()
+    assert list(cmp.levels["level"]) == ["6", "8 (base)", "12"]  # the study's level order, not text order
+
+
+def test_two_folders_of_one_study_name_are_told_apart_by_folder(studies, tmp_path):
+    again = shutil.copytree(studies["short"], tmp_path / "short_again")
+    cmp = compare_studies([studies["short"], again])
+    assert list(cmp.studies["study"]) == ["short", "short_again"] and not cmp.flags
+    # the same rows: no point dominates its twin
+    assert (cmp.fronts["dominated_by"] == "").all() and cmp.dominated.to_numpy().sum() == 0
 
 
 def test_another_timing_protocol_is_flagged_or_refused(studies):
@@ -103,6 +113,15 @@ def test_another_timing_protocol_is_flagged_or_refused(studies):
     assert "FLAG other: timing protocol" in cmp.text()
     with pytest.raises(SrSearchError, match="not comparable"):
         compare_studies([studies["short"], studies["other"]], strict=True)
+
+
+def test_psnr_on_other_validation_data_is_flagged(studies, tmp_path):
+    smaller = make_study(tmp_path, "smallval", levels="[8]", val=32)
+    cmp = compare_studies([studies["short"], smaller])
+    assert cmp.flag_kinds == {"smallval": ["bicubic PSNR-Y"]}
+    assert "PSNR values are not comparable" in cmp.flags[0]
+    # no single bicubic PSNR-Y to anchor on: the reference falls back to the worst of both studies
+    assert cmp.reference_rule["psnr_y"].startswith("worst of all studies")
 
 
 def test_different_objectives_are_refused_unless_named(studies, tmp_path):

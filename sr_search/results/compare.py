@@ -152,15 +152,16 @@ def compare_studies(
         raise SrSearchError(f"compare needs two or more study folders; got {len(data)}")
     objectives = dict(objectives) if objectives else _common_objectives(data)
     flags = _flags(data, objectives)
-    if strict and flags:
-        raise SrSearchError("these studies are not comparable (--strict):\n" + "\n".join(f"  {f}" for f in flags))
+    messages = [message for found in flags.values() for _, message in found]
+    if strict and messages:
+        raise SrSearchError("these studies are not comparable (--strict):\n" + "\n".join(f"  {m}" for m in messages))
     ref, rule = shared_reference(data, objectives, reference or {})
     fronts = {s.label: pareto_front(s.rows, objectives) for s in data}
     volumes = {label: _volume(front, objectives, ref) for label, front in fronts.items()}
     table, counts = _front_table(fronts, objectives)
     studies = pd.DataFrame([_study_row(s, fronts[s.label], volumes[s.label], flags[s.label]) for s in data])
     return Comparison(objectives=objectives, reference=ref, reference_rule=rule, studies=studies, fronts=table,
-                      dominated=counts, levels=_levels(data), flags=[m for fs in flags.values() for _, m in fs],
+                      dominated=counts, levels=_levels(data), flags=messages,
                       flag_kinds={k: [kind for kind, _ in fs] for k, fs in flags.items() if fs}, data=data)
 
 
@@ -305,18 +306,18 @@ def _study_row(s: StudyRows, front: pd.DataFrame, volume: float, flags: list[tup
 
 def _levels(data: list[StudyRows]) -> pd.DataFrame | None:
     """Per (factor, level), each ablation study's mean PSNR-Y and throughput over seeds, side by side."""
-    merged = None
+    tables = []
     for s in data:
-        if s.mode != "ablation":
-            continue
-        table = ablation_table(s.rows)[["factor", "level", "psnr_y_mean", "throughput_mean"]]
-        table = table.rename(columns={"psnr_y_mean": f"psnr_y [{s.label}]",
-                                      "throughput_mean": f"throughput [{s.label}]"})
-        merged = table if merged is None else merged.merge(table, on=["factor", "level"], how="outer", sort=False)
-    if merged is None:
+        if s.mode == "ablation":
+            table = ablation_table(s.rows).set_index(["factor", "level"])
+            tables.append(table[["psnr_y_mean", "throughput_mean"]].rename(
+                columns={"psnr_y_mean": f"psnr_y [{s.label}]", "throughput_mean": f"throughput [{s.label}]"}))
+    if not tables:
         return None
+    order = list(dict.fromkeys(key for t in tables for key in t.index))  # each study's level order, not sorted text
+    merged = pd.concat(tables, axis=1).reindex(pd.MultiIndex.from_tuples(order, names=["factor", "level"]))
     quality = [c for c in merged.columns if c.startswith("psnr_y")]
-    return merged[["factor", "level", *quality, *(c for c in merged.columns if c.startswith("throughput"))]]
+    return merged[[*quality, *(c for c in merged.columns if c.startswith("throughput"))]].reset_index()
 
 
 # --- small helpers ---------------------------------------------------------------------------------------------
