@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect as pyinspect
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -111,7 +112,11 @@ def _relative_text(text: str) -> str:
     """A library message with every absolute path under the working directory made relative (`launch` prints
     through this; e.g. `sqlite:////home/me/runs/x/optuna.db` becomes the equivalent `sqlite:///runs/x/optuna.db`)."""
     cwd = os.getcwd()
-    return text if cwd == os.sep else text.replace(cwd.rstrip(os.sep) + os.sep, "")
+    if cwd == os.sep:
+        return text
+    # a path starts the text, follows a non-path character, or is a SQLite URL's; never the middle of another path
+    start = r"(?:(?<=sqlite:///)|(?<![\w.~/-]))"
+    return re.sub(start + re.escape(cwd.rstrip(os.sep) + os.sep), "", text)
 
 
 def _echo(message: str) -> None:

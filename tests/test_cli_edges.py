@@ -73,6 +73,7 @@ def test_printed_paths_are_relative_to_the_working_directory(tmp_path, monkeypat
     assert cli._relative_text(f"storage: sqlite:///{here}/runs/a/optuna.db; folder {here}/runs/a") == \
         "storage: sqlite:///runs/a/optuna.db; folder runs/a"
     assert cli._relative_text(f"{here}x/other") == f"{here}x/other"  # a sibling folder is not under it
+    assert cli._relative_text(f"see /mnt{here}/a and '{here}/b'") == f"see /mnt{here}/a and 'b'"  # not a suffix
 
     study = tmp_path / "sub" / "s.yaml"
     study.write_text(f"name: s\nspace: {ROOT / 'searchspace/repsr.yaml'}\n")
