@@ -22,6 +22,7 @@ _API = {
     "launch": "run.tune.launch",
     "load_results": "results.store",
     "pareto_front": "results.pareto",
+    "compare_studies": "results.compare",
     "measure": "run.timing.measure",
 }
 

@@ -4,26 +4,52 @@ any other failure -> exit 2 (DESIGN 4.1)."""
 from __future__ import annotations
 
 import functools
+import inspect as pyinspect
 import os
+import re
+import sys
 import traceback
 from pathlib import Path
 from typing import Callable, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from .errors import SrSearchError, StudyStopped
 
+
+class _Commands(TyperGroup):
+    """Plain help whose command list shows each command's first paragraph whole (wrapped), where click would cut
+    it at the terminal width with '...'."""
+
+    def format_commands(self, ctx, formatter) -> None:  # noqa: ANN001 - click's signature
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                first = pyinspect.cleandoc(command.short_help or command.help or "").split("\n\n")[0]
+                rows.append((name, " ".join(first.split())))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="Architecture search and ablations for efficient super-resolution.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # plain click help: no `<bool>` after flags, no box drawing in logs, and no rich import on --help
+    rich_markup_mode=None,
 )
 
 EXIT_BAD_INPUT = 1
 EXIT_RUNTIME = 2
 #: a study stopped before its end (Ctrl-C): what finished is kept; `launch --resume` runs the rest
 EXIT_STOPPED = 130
+#: the reader of our output went away (`sr-search presets | head`): what a process killed by SIGPIPE returns
+EXIT_BROKEN_PIPE = 141
 
 
 def _guarded(fn: Callable) -> Callable:
@@ -32,12 +58,17 @@ def _guarded(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe fails here, inside the guard, not at interpreter exit
+            return result
+        except BrokenPipeError:
+            _silence_stdout()
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
         except SrSearchError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(_relative_text(f"error: {exc}"), err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except StudyStopped as exc:
-            typer.echo(f"{exc}", err=True)
+            typer.echo(_relative_text(str(exc)), err=True)
             raise typer.Exit(EXIT_STOPPED) from None
         except typer.Exit:
             raise
@@ -47,11 +78,49 @@ def _guarded(fn: Callable) -> Callable:
         except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
             if os.environ.get("SR_SEARCH_DEBUG"):
                 traceback.print_exc()
-            typer.echo(f"runtime failure: {type(exc).__name__}: {exc} (SR_SEARCH_DEBUG=1 shows the traceback)",
-                       err=True)
+            typer.echo(_relative_text(f"runtime failure: {type(exc).__name__}: {exc} (SR_SEARCH_DEBUG=1 shows the "
+                                      f"traceback)"), err=True)
             raise typer.Exit(EXIT_RUNTIME) from None
 
     return wrapper
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not print a BrokenPipeError of its own
+    (the Python docs' recipe for SIGPIPE)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # not a real file (a test runner's buffer): nothing to flush
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def shown(path: str | os.PathLike[str]) -> str:
+    """`path` as the CLI prints it: relative to the working directory when it lies under it (a README or log
+    then shows `runs/x`, not the folders of the machine it ran on); otherwise as it is."""
+    path = Path(path)
+    cwd = Path.cwd()
+    for candidate in (path.absolute(), path.resolve()):
+        if candidate.is_relative_to(cwd):
+            return str(candidate.relative_to(cwd))
+    return str(path)
+
+
+def _relative_text(text: str) -> str:
+    """A library message with every absolute path under the working directory made relative (`launch` prints
+    through this; e.g. `sqlite:////home/me/runs/x/optuna.db` becomes the equivalent `sqlite:///runs/x/optuna.db`)."""
+    cwd = os.getcwd()
+    if cwd == os.sep:
+        return text
+    # a path starts the text, follows a non-path character, or is a SQLite URL's; never the middle of another path
+    start = r"(?:(?<=sqlite:///)|(?<![\w.~/-]))"
+    return re.sub(start + re.escape(cwd.rstrip(os.sep) + os.sep), "", text)
+
+
+def _echo(message: str) -> None:
+    typer.echo(_relative_text(str(message)))
 
 
 @app.command()
@@ -97,7 +166,7 @@ def launch(
 
     study = load_study(study_file)
     study_dir = run(study, out_dir=out, resume=resume, address=address, n_trials=trials, dry_run=dry_run,
-                    dashboard_host=dashboard_host, study_file=study_file, echo=typer.echo)
+                    dashboard_host=dashboard_host, study_file=study_file, echo=_echo)
     if not dry_run:
         report(study_dir)
 
@@ -116,13 +185,13 @@ def validate(
     problems = [str(p) for p in problems] or resource_problems(files)  # what launch would refuse on this machine
     if problems:
         for problem in problems:
-            typer.echo(problem, err=True)
+            typer.echo(_relative_text(problem), err=True)
         typer.echo(f"{len(problems)} problem(s) in {len(files)} file(s)", err=True)
         raise typer.Exit(EXIT_BAD_INPUT)
     for path in files:
-        typer.echo(f"{path}: ok")
+        typer.echo(f"{shown(path)}: ok")
         if show:
-            typer.echo(describe(path))
+            typer.echo(_relative_text(describe(path)))
 
 
 @app.command("time")
@@ -149,7 +218,7 @@ def report(study_dir: Path = typer.Argument(..., help="a study directory (runs/<
     from .results.store import load_results, study_objectives
 
     path = write_report(study_dir, load_results(study_dir), study_meta={"objectives": study_objectives(study_dir)})
-    typer.echo(f"report: {path}")
+    typer.echo(f"report: {shown(path)}")
 
 
 @app.command()
@@ -174,7 +243,7 @@ def export(
     from .results.export import export as run_export
 
     path, err = run_export(study_dir, trial, format, out)
-    typer.echo(f"exported {path} (max abs error vs trained model {err:.2e})")
+    typer.echo(f"exported {shown(path)} (max abs error vs trained model {err:.2e})")
 
 
 @app.command()
@@ -183,7 +252,51 @@ def status(study_dir: Path = typer.Argument(..., help="a study directory, possib
     """Progress of a study running here or elsewhere (reads its directory)."""
     from .results.progress import status as study_status
 
-    typer.echo(study_status(study_dir))
+    typer.echo(_relative_text(study_status(study_dir)))
+
+
+@app.command()
+@_guarded
+def compare(
+    study_dirs: list[Path] = typer.Argument(..., metavar="STUDY_DIR",
+                                            help="two or more study directories; the first is the yardstick"),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="folder for fronts.png, fronts.csv, studies.csv "
+                                       "(and levels.csv for ablations); default: print only"),
+    objective: list[str] = typer.Option([], "--objective", metavar="NAME=max|min", help="compare on NAME=max|min instead of the "
+                                        "studies' own objectives (repeat it for each)"),
+    reference: list[str] = typer.Option([], "--reference", metavar="NAME=VALUE", help="pin the hypervolume reference of one objective, "
+                                        "NAME=VALUE (repeatable)"),
+    strict: bool = typer.Option(False, "--strict", help="refuse studies timed or measured differently instead of "
+                                "flagging them"),
+) -> None:
+    """Fronts of several studies on one figure and one table, hypervolume against one shared reference, which
+    front points another study dominates, ablation levels side by side."""
+    from .results.compare import compare_studies
+
+    cmp = compare_studies(study_dirs, objectives=_pairs(objective, "--objective") or None,
+                          reference={k: _number(v, k) for k, v in _pairs(reference, "--reference").items()},
+                          strict=strict)
+    typer.echo(_relative_text(cmp.text()))
+    if out is not None:
+        for kind, path in cmp.write(out).items():
+            typer.echo(f"{kind}: {shown(path)}")
+
+
+def _pairs(items: list[str], option: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise SrSearchError(f"{option} {item!r}: write NAME=VALUE, e.g. {option} psnr_y=max")
+        pairs[name.strip()] = value.strip()
+    return pairs
+
+
+def _number(value: str, name: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise SrSearchError(f"--reference {name}={value}: the value must be a number") from None
 
 
 def _resolve(name: str, scale: Optional[int]):

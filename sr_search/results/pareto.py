@@ -60,6 +60,20 @@ def front_ranks(df: pd.DataFrame, objectives: Mapping[str, str]) -> pd.Series:
     return pd.Series(ranks, index=df.index, name="front_rank")
 
 
+def dominance(a: pd.DataFrame, b: pd.DataFrame, objectives: Mapping[str, str]) -> np.ndarray:
+    """``out[i, j]``: row i of `a` dominates row j of `b` (no worse in every objective, better in one).
+
+    For comparing the fronts of two studies; rows with a NaN objective dominate nothing and are dominated by
+    nothing (a comparison with NaN is false).
+    """
+    _check_objectives(a, objectives)
+    _check_objectives(b, objectives)
+    pa_, pb = _minimisation_points(a, objectives), _minimisation_points(b, objectives)
+    no_worse = (pa_[:, None, :] <= pb[None, :, :]).all(axis=2)
+    better = (pa_[:, None, :] < pb[None, :, :]).any(axis=2)
+    return no_worse & better
+
+
 def hypervolume_2d(
     points: np.ndarray | Sequence[Sequence[float]] | pd.DataFrame,
     reference: Sequence[float],

@@ -34,7 +34,12 @@ def timing_table(
     Every spec's input size is checked before anything is timed. A model that cannot be timed (fp16 overflow,
     out of memory) gets its reason in `error` and empty timings; bad input raises `SrSearchError`.
     The frame's `attrs` carry the protocol and device name.
+
+    Specs that deploy to the same network (one `deploy_key`, e.g. RepSR and ECBSR of one size) are timed once and
+    share that timing, also without a `cache` (an in-memory one then): one network, one set of figures.
     """
+    if cache is None:
+        cache = TimingCache.in_memory()
     p = get_protocol(protocol)
     if not specs:
         raise SrSearchError("timing_table: no models given; name presets or pass ArchSpec JSON")
