@@ -10,7 +10,7 @@ STUDY ?= studies/repsr_ablation.yaml
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sr-search-installed
 
-.PHONY: install run test bench gpu-check clean
+.PHONY: install run test test-fast lint bench gpu-check clean
 
 install: $(STAMP)
 
@@ -26,6 +26,15 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+# the tests that need no Ray instance: under a minute, for the edit-test loop
+test-fast: install
+	$(PY) -m pytest -q -m "not ray and not multinode"
+
+# style (ruff) and the layers of the house (import-linter: one-way layers, Ray/Optuna in one adapter)
+lint: install
+	$(VENV)/bin/ruff check sr_search tests bench tools
+	$(VENV)/bin/lint-imports
 
 # On the machine's first GPU: CUDA tests, deploy on CUDA (fp32/fp16), a tiny GPU study, timing vs a hand-written
 # CUDA-event loop. Prints "no GPU" and exits 0 where there is none.

@@ -16,7 +16,7 @@ from ray.cluster_utils import Cluster
 
 from sr_search import launch, load_results, load_study
 
-pytestmark = pytest.mark.multinode
+pytestmark = [pytest.mark.multinode, pytest.mark.ray]
 ROOT = Path(__file__).resolve().parents[1]
 
 SPACE = "params: {block: [plain, rep], scale: 2, colors: 3, channels: 8, depth: 1}\n"

@@ -19,6 +19,8 @@ from sr_search.results.export import export
 from sr_search.results.report import write_report
 from sr_search.run.tune.launch import launch
 
+pytestmark = pytest.mark.ray
+
 REQUIRED = ["psnr_y", "throughput", "latency_ms", "params_deploy", "macs_deploy", "reparam_max_abs_err",
             "timing_device", "deploy_key", "arch_json", "bicubic_psnr_y", "psnr_gain", "train_iterations", "seed"]
 

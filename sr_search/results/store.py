@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from ..errors import SrSearchError
 from ..model.spec import ArchSpec, spec_field_infos
 from ..study.model import DEFAULT_OBJECTIVES
 from .study_dir import StudyDir, atomic_write

@@ -172,41 +172,45 @@ def _measure_cuda(model: nn.Module, p: TimingProtocol, dev: torch.device, shape:
     torch.backends.cudnn.benchmark = p.cudnn_benchmark
     try:
         with torch.cuda.device(dev), torch.inference_mode():
-            work, x = _prepare(model, p, dev, shape)
-            if p.warmup > 0:
-                out_shape = tuple(_checked_forward(work, x, p).shape)  # also the first warm-up run
-                for _ in range(p.warmup - 1):
-                    work(x)
-            torch.cuda.synchronize(dev)
-            # peak over steady-state runs only: cudnn.benchmark's autotuning workspaces are a warm-up cost
-            torch.cuda.reset_peak_memory_stats(dev)
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            last: list[torch.Tensor] = []
-
-            def run() -> float:
-                start.record()
-                y = work(x)
-                end.record()
-                torch.cuda.synchronize(dev)
-                last[:] = [y]
-                return start.elapsed_time(end)
-
-            # without warm-up the first, cold forward is timed as the NTIRE ESR organisers do; it is checked after
-            times = _timed_runs(p, run)
-            if p.warmup == 0:
-                out_shape = tuple(last[0].shape)
-                if not torch.isfinite(last[0]).all():
-                    raise TimingError(f"the model's output is not finite in {p.precision} under protocol "
-                                      f"{p.name!r} (overflow); it is not timed in another precision instead")
-            peak = torch.cuda.max_memory_allocated(dev) / 2**20
-            del work, x, last
+            times, out_shape, peak = _cuda_runs(model, p, dev, shape)
     except torch.OutOfMemoryError as exc:
         raise TimingError(f"out of memory on {dev} under protocol {p.name!r} (batch {p.batch}, input "
                           f"{tuple(shape)})") from exc
     finally:
         torch.backends.cudnn.benchmark = old_benchmark
-    torch.cuda.empty_cache()
+    torch.cuda.empty_cache()  # the copy, its input and outputs died with _cuda_runs
     return times, out_shape, peak, None
+
+
+def _cuda_runs(model: nn.Module, p: TimingProtocol, dev: torch.device,
+               shape: tuple[int, ...]) -> tuple[list[float], tuple[int, ...], float]:
+    work, x = _prepare(model, p, dev, shape)
+    if p.warmup > 0:
+        out_shape = tuple(_checked_forward(work, x, p).shape)  # also the first warm-up run
+        for _ in range(p.warmup - 1):
+            work(x)
+    torch.cuda.synchronize(dev)
+    # peak over steady-state runs only: cudnn.benchmark's autotuning workspaces are a warm-up cost
+    torch.cuda.reset_peak_memory_stats(dev)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    last: list[torch.Tensor] = []
+
+    def run() -> float:
+        start.record()
+        y = work(x)
+        end.record()
+        torch.cuda.synchronize(dev)
+        last[:] = [y]
+        return start.elapsed_time(end)
+
+    # without warm-up the first, cold forward is timed as the NTIRE ESR organisers do; it is checked after
+    times = _timed_runs(p, run)
+    if p.warmup == 0:
+        out_shape = tuple(last[0].shape)
+        if not torch.isfinite(last[0]).all():
+            raise TimingError(f"the model's output is not finite in {p.precision} under protocol {p.name!r} "
+                              f"(overflow); it is not timed in another precision instead")
+    return times, out_shape, torch.cuda.max_memory_allocated(dev) / 2**20
 
 
 def measure(
