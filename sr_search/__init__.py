@@ -22,6 +22,7 @@ _API = {
     "launch": "run.tune.launch",
     "load_results": "results.store",
     "pareto_front": "results.pareto",
+    "ablation_effects": "results.effects",
     "measure": "run.timing.measure",
 }
 

@@ -7,7 +7,9 @@ them, so a killed driver loses no finished trial.
 
 from __future__ import annotations
 
+import ast
 import json
+import typing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -130,8 +132,17 @@ def read_trial_row(study_dir: str | Path | StudyDir, trial_id: str) -> dict[str,
 
 
 def load_results(study_dir: str | Path | StudyDir) -> pd.DataFrame:
-    """All trial rows of a study directory, ordered by trial id (an empty frame if none finished yet)."""
-    where = StudyDir(study_dir).require()
+    """All trial rows of a study directory, ordered by trial id (an empty frame if none finished yet).
+
+    Read for analysis (`typed`): `scale`, `colors` and `unshuffle` are integers and each `level` is its factor's
+    value (a number, bool, text or None); the files on disk keep their column types. Per-level effects and the
+    base in every factor's group: `sr_search.ablation_effects(df)`.
+    """
+    return typed(_read_rows(StudyDir(study_dir).require()))
+
+
+def _read_rows(where: StudyDir) -> pd.DataFrame:
+    """The rows as stored (parquet types), what `consolidate` writes back."""
     files = sorted(where.trials.glob("*.parquet"))
     if not files:
         if where.results.exists():
@@ -142,10 +153,55 @@ def load_results(study_dir: str | Path | StudyDir) -> pd.DataFrame:
     return table.to_pandas().sort_values("trial_id", kind="stable").reset_index(drop=True)
 
 
+def typed(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with the types an analysis expects. Parquet stores the integer choices (`scale`, `unshuffle`, ...) and
+    `level` as text, so that one column holds every factor's levels; here they become numbers and typed levels
+    (read from the factor's own spec column, which holds the same value with its type), numeric as a column when
+    every level is. A new frame; `df` is untouched."""
+    out = df.copy()
+    for name in _int_choice_fields():
+        if name in out.columns and not pd.api.types.is_numeric_dtype(out[name]):
+            values = pd.to_numeric(out[name], errors="coerce")
+            out[name] = values.astype("int64") if values.notna().all() else values.astype("Int64")
+    if "level" in out.columns and "factor" in out.columns and len(out):
+        levels = [_level_value(row, factor, level)
+                  for row, factor, level in zip(out.to_dict("records"), out["factor"], out["level"], strict=True)]
+        out["level"] = pd.Series(levels, index=out.index, dtype=object).infer_objects()
+    return out
+
+
+def _int_choice_fields() -> list[str]:
+    """Spec fields that are a choice of integers (Literal[2, 3, 4]): stored as text in parquet."""
+    out = []
+    for name, info in spec_field_infos().items():
+        args = typing.get_args(info.annotation) if typing.get_origin(info.annotation) is typing.Literal else ()
+        if args and all(isinstance(a, int) and not isinstance(a, bool) for a in args):
+            out.append(name)
+    return out
+
+
+def _level_value(row: dict[str, Any], factor: Any, level: Any) -> Any:
+    """A level with its type: the factor's spec column (one-at-a-time), a tuple of (factor, value) pairs
+    (factorial), None for the base and rows of a search."""
+    if not isinstance(level, str):
+        return None if level is None or (isinstance(level, float) and level != level) else level
+    if isinstance(factor, str) and factor in row and factor not in ("base", "factorial"):
+        value = row[factor]
+        return None if isinstance(value, float) and value != value else _plain(value)
+    try:
+        return ast.literal_eval(level)
+    except (ValueError, SyntaxError):
+        return level
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
 def consolidate(study_dir: str | Path | StudyDir) -> Path:
     """Write `results.parquet` from the per-trial files (atomically) and return its path."""
     where = StudyDir(study_dir)
-    df = load_results(where)
+    df = _read_rows(where.require())
     _atomic_write(pa.Table.from_pandas(df, preserve_index=False), where.results)
     return where.results
 
