@@ -49,7 +49,7 @@ from .contrasts import (
 )
 from .tables import _level_text, _missing
 
-__all__ = ["ablation_effects", "budget_hint", "EFFECT_COLUMNS", "COST_OBJECTIVES"]
+__all__ = ["ablation_effects", "budget_hint", "study_effects", "EFFECT_COLUMNS", "COST_OBJECTIVES"]
 
 EFFECT_COLUMNS = (
     "factor", "level", "level_text", "is_base", "kind", "objective", "direction", "base_value", "value", "effect",
@@ -104,6 +104,18 @@ def budget_hint(df: pd.DataFrame, objective: str = "psnr_y", resolve: Iterable[f
     rows = [{"objective": objective, "resolve": float(r), "diff_sd": sd, "source": source,
              "seeds": seeds_needed(sd, float(r))} for r in resolve]
     return pd.DataFrame.from_records(rows, columns=columns)
+
+
+def study_effects(study_dir: Any, resolve: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The effects of a study folder's ablation on its own objectives, levels in its file's order, and the budget
+    hint for its quality objective (what `sr-search effects DIR` prints)."""
+    from .store import load_results, study_factors, study_objectives
+
+    df = load_results(study_dir)
+    objectives = study_objectives(study_dir)
+    table = ablation_effects(df, objectives, factors=study_factors(study_dir))
+    quality = next((o for o in objectives if o not in COST_OBJECTIVES), "psnr_y")
+    return table, budget_hint(df, quality, (resolve,))
 
 
 # --- the design: rows, factors, levels, cells ------------------------------------------------------------------

@@ -25,7 +25,7 @@ from ..errors import SrSearchError
 from .effects import ablation_effects, budget_hint
 from .effects_figure import plot_effects
 from .effects_view import effects_display, hint_text, quality_objective, rules_text
-from .store import typed
+from .store import study_factors, typed
 from .study_dir import StudyDir
 from .figures import LOG_DECADES, plot_ablation, plot_front, plot_hypervolume
 from .pareto import DIRECTIONS
@@ -192,13 +192,7 @@ def _study_factors(study_dir: Path, meta: Mapping[str, Any]) -> Mapping[str, Any
     """The ablation's factors as the study file lists them (their order is the order levels are shown in)."""
     if isinstance(meta.get("factors"), Mapping):
         return meta["factors"]
-    path = StudyDir(study_dir).study_file
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except yaml.YAMLError:
-        return None  # the settings section shows the file as it is
-    factors = data.get("factors") if isinstance(data, Mapping) else None
-    return factors if isinstance(factors, Mapping) else None
+    return study_factors(study_dir)
 
 
 def _hypervolume_section(df: pd.DataFrame, objectives: dict[str, str], out: Path) -> str:

@@ -214,3 +214,14 @@ def study_objectives(study_dir: str | Path | StudyDir) -> dict[str, str]:
         if isinstance(data.get("objectives"), dict):
             return data["objectives"]
     return dict(DEFAULT_OBJECTIVES)
+
+
+def study_factors(study_dir: str | Path | StudyDir) -> dict[str, Any] | None:
+    """The factors of the ablation frozen in `study_dir`, as its file lists them (None when there are none)."""
+    frozen = StudyDir(study_dir).study_file
+    try:
+        data = yaml.safe_load(frozen.read_text()) if frozen.exists() else None
+    except yaml.YAMLError:
+        return None
+    factors = data.get("factors") if isinstance(data, dict) else None
+    return factors if isinstance(factors, dict) and factors else None
