@@ -113,7 +113,8 @@ def test_zero_effect_is_not_distinguishable_and_large_ones_are_better_or_worse()
     # a 'min' objective flips the reading; a column with no known direction says higher/lower
     df = hand_study()
     df.loc[df["factor"] == "branches", "train_seconds"] = [40.0, 41.0, 42.0]
-    assert effect(ablation_effects(df, {"train_seconds": "min"}), "branches", "4", "train_seconds")["verdict"] == "worse"
+    slower = effect(ablation_effects(df, {"train_seconds": "min"}), "branches", "4", "train_seconds")
+    assert slower["verdict"] == "worse"
     df["my_metric"] = df["psnr_y"]
     assert effect(ablation_effects(df, ["my_metric"]), "branches", "4", "my_metric")["verdict"] == "higher"
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from effects_data import factorial, one_at_a_time, row
+from effects_data import factorial, one_at_a_time
 from matplotlib.image import imread
 from matplotlib.text import Text
 from typer.testing import CliRunner
@@ -183,7 +183,7 @@ def test_cli_effects_prints_the_table_rules_and_hint_and_csv(tmp_path: Path) -> 
 
 
 def test_cli_effects_only_calls_the_library(monkeypatch, tmp_path: Path) -> None:
-    import sr_search.results.effects as effects
+    from sr_search.results import effects
 
     seen = {}
 

@@ -44,8 +44,7 @@ import pandas as pd
 
 from ..study.model import DEFAULT_OBJECTIVES, METRICS
 from .contrasts import (
-    NO_DATA, NO_NOISE, NOISE_FLOOR, PAIRED, Cell, Estimate, estimate, noise_sd, seeds_needed,
-    verdict,
+    NO_DATA, NO_NOISE, NOISE_FLOOR, PAIRED, Cell, Estimate, estimate, noise_sd, seeds_needed, verdict,
 )
 from .tables import _level_text, _missing
 

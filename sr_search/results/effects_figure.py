@@ -121,6 +121,6 @@ def _legend(rows: pd.DataFrame, band: float, unit: str) -> list:
             handles.append(Line2D([], [], color=VERDICT_COLORS[verdict], marker="o", ms=6, lw=2, label=verdict))
     if math.isfinite(band) and band > 0:
         k = int(rows["base_seeds"].max())
-        handles.append(Patch(color="#f2d7a0", alpha=0.8,
-                             label=f"noise band ±{band:.3g} {unit}: one run vs the base (95%, base spread, {k} seeds)"))
+        text = f"noise band ±{band:.3g} {unit}: one run vs the base (95%, base spread, {k} seeds)"
+        handles.append(Patch(color="#f2d7a0", alpha=0.8, label=text))
     return handles

@@ -64,8 +64,8 @@ def rules_text(effects: pd.DataFrame) -> list[str]:
             elif method == NOISE_FLOOR:
                 first = group.iloc[0]
                 k, sd = int(first["base_seeds"]), float(first["noise_floor"])
-                out.append(f"{label}, {n} effect(s) with {_span(group['n_seeds'])} seed(s): against the noise floor, the "
-                           f"base's seed-to-seed s.d. {sd:.3g} {unit} over {k} seeds; a single-seed effect counts "
+                out.append(f"{label}, {n} effect(s) with {_span(group['n_seeds'])} seed(s): against the noise floor, "
+                           f"the base's seed-to-seed s.d. {sd:.3g} {unit} over {k} seeds; a single-seed effect counts "
                            f"when |Δ| > {noise_threshold(sd, k):.3g} {unit} (95% t, {k - 1} d.f.).".replace("  ", " "))
             elif method == "no noise estimate":
                 out.append(f"{label}, {n} effect(s): no noise estimate (one seed each and one base seed), so no "
@@ -129,7 +129,9 @@ def _change(r) -> str:
 
 
 def _seeds(r) -> str:
-    return f"{int(r.n_seeds)}" if r.is_base or r.n_seeds == r.base_seeds else f"{int(r.n_seeds)} (base {int(r.base_seeds)})"
+    if r.is_base or r.n_seeds == r.base_seeds:
+        return f"{int(r.n_seeds)}"
+    return f"{int(r.n_seeds)} (base {int(r.base_seeds)})"
 
 
 def _signed(value: float) -> str:

@@ -25,10 +25,10 @@ from ..errors import SrSearchError
 from .effects import ablation_effects, budget_hint
 from .effects_figure import plot_effects
 from .effects_view import effects_display, hint_text, quality_objective, rules_text
-from .store import study_factors, typed
-from .study_dir import StudyDir
 from .figures import LOG_DECADES, plot_ablation, plot_front, plot_hypervolume
 from .pareto import DIRECTIONS
+from .store import study_factors, typed
+from .study_dir import StudyDir
 from .tables import (
     LABELS, PLOT_OBJECTIVES, TABLE_COLUMNS, UNITS, _cell, _complete, _exclusive, _missing, ablation_table, front_table,
     front_text,
@@ -155,7 +155,8 @@ def _one_network_section(complete: pd.DataFrame) -> str:
              if c in complete.columns and not _missing(first[c])]
     return ("<section><h2>Pareto front</h2><p>Not drawn: all "
             f"{len(complete)} complete trials deploy to the same network (deploy_key "
-            f"<code>{html.escape(str(first['deploy_key']))}</code>{': ' + html.escape(', '.join(facts)) if facts else ''}"
+            f"<code>{html.escape(str(first['deploy_key']))}</code>"
+            f"{': ' + html.escape(', '.join(facts)) if facts else ''}"
             "), so quality and cost do not trade off here; the effects below compare their quality.</p></section>")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import typing
 from datetime import datetime
 from pathlib import Path
@@ -184,10 +185,10 @@ def _level_value(row: dict[str, Any], factor: Any, level: Any) -> Any:
     """A level with its type: the factor's spec column (one-at-a-time), a tuple of (factor, value) pairs
     (factorial), None for the base and rows of a search."""
     if not isinstance(level, str):
-        return None if level is None or (isinstance(level, float) and level != level) else level
+        return None if level is None or (isinstance(level, float) and math.isnan(level)) else level
     if isinstance(factor, str) and factor in row and factor not in ("base", "factorial"):
         value = row[factor]
-        return None if isinstance(value, float) and value != value else _plain(value)
+        return None if isinstance(value, float) and math.isnan(value) else _plain(value)
     try:
         return ast.literal_eval(level)
     except (ValueError, SyntaxError):
