@@ -46,9 +46,10 @@ from ..study.model import DEFAULT_OBJECTIVES, METRICS
 from .contrasts import (
     NO_DATA, NO_NOISE, NOISE_FLOOR, PAIRED, Cell, Estimate, estimate, noise_sd, seeds_needed, verdict,
 )
+from .store import load_results, study_factors, study_objectives
 from .tables import _level_text, _missing
 
-__all__ = ["ablation_effects", "budget_hint", "study_effects", "EFFECT_COLUMNS", "COST_OBJECTIVES"]
+__all__ = ["COST_OBJECTIVES", "EFFECT_COLUMNS", "ablation_effects", "budget_hint", "quality_objective", "study_effects"]
 
 EFFECT_COLUMNS = (
     "factor", "level", "level_text", "is_base", "kind", "objective", "direction", "base_value", "value", "effect",
@@ -62,8 +63,9 @@ _SPECIAL = ("base", "factorial")
 Objectives = Mapping[str, str] | Sequence[str] | None
 
 
-def ablation_effects(df: pd.DataFrame, objectives: Objectives = None, *, factors: Mapping[str, Sequence[Any]] | None
-                     = None, per: Literal["level", "trial"] = "level") -> pd.DataFrame:
+def ablation_effects(df: pd.DataFrame, objectives: Objectives = None, *,
+                     factors: Mapping[str, Sequence[Any]] | None = None,
+                     per: Literal["level", "trial"] = "level") -> pd.DataFrame:
     """Effects of an ablation's levels vs its base (columns: module docstring), or with `per="trial"` the rows with
     the base in every factor's group and their per-seed deltas.
 
@@ -72,12 +74,12 @@ def ablation_effects(df: pd.DataFrame, objectives: Objectives = None, *, factors
     levels are sorted and others keep their trial order, the base's level first. Only complete trials count;
     a level whose trials all failed is listed with verdict 'unknown'. Empty when `df` holds no ablation.
     """
+    if per not in ("level", "trial"):
+        raise ValueError(f"per must be 'level' or 'trial', got {per!r}")
     directions = _directions(df, objectives)
     design = _Design.of(df, factors)
     if per == "trial":
         return design.per_trial(directions) if design else df.iloc[:0].copy()
-    if per != "level":
-        raise ValueError(f"per must be 'level' or 'trial', got {per!r}")
     if design is None:
         return pd.DataFrame(columns=list(EFFECT_COLUMNS))
     records = [record for name, direction in directions.items() for record in design.effects(name, direction)]
@@ -108,13 +110,15 @@ def budget_hint(df: pd.DataFrame, objective: str = "psnr_y", resolve: Iterable[f
 def study_effects(study_dir: Any, resolve: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The effects of a study folder's ablation on its own objectives, levels in its file's order, and the budget
     hint for its quality objective (what `sr-search effects DIR` prints)."""
-    from .store import load_results, study_factors, study_objectives
-
     df = load_results(study_dir)
     objectives = study_objectives(study_dir)
     table = ablation_effects(df, objectives, factors=study_factors(study_dir))
-    quality = next((o for o in objectives if o not in COST_OBJECTIVES), "psnr_y")
-    return table, budget_hint(df, quality, (resolve,))
+    return table, budget_hint(df, quality_objective(objectives), (resolve,))
+
+
+def quality_objective(objectives: Iterable[str]) -> str:
+    """The objective effects are drawn and budgeted on: the first that is not a cost, else PSNR-Y."""
+    return next((o for o in objectives if o not in COST_OBJECTIVES), "psnr_y")
 
 
 # --- the design: rows, factors, levels, cells ------------------------------------------------------------------

@@ -4,15 +4,13 @@ hint and the noise band the figure shades. Only formatting; the numbers come fro
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import pandas as pd
 
 from .contrasts import NOISE_FLOOR, PAIRED, noise_threshold
-from .effects import COST_OBJECTIVES
 from .tables import LABELS, UNITS, _number
 
-__all__ = ["effects_display", "effects_text", "rules_text", "hint_text", "noise_band", "quality_objective"]
+__all__ = ["effects_display", "effects_text", "hint_text", "noise_band", "rules_text"]
 
 SAME = "same deployed network"
 
@@ -100,11 +98,6 @@ def noise_band(effects: pd.DataFrame, objective: str) -> float:
     if rows.empty:
         return math.nan
     return noise_threshold(float(rows.iloc[0]["noise_floor"]), int(rows.iloc[0]["base_seeds"]))
-
-
-def quality_objective(objectives: Sequence[str]) -> str:
-    """The objective the effects figure draws: the first that is not a cost, else PSNR-Y."""
-    return next((o for o in objectives if o not in COST_OBJECTIVES), "psnr_y")
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------

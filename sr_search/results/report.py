@@ -22,9 +22,9 @@ import yaml
 from matplotlib.figure import Figure
 
 from ..errors import SrSearchError
-from .effects import ablation_effects, budget_hint
+from .effects import ablation_effects, budget_hint, quality_objective
 from .effects_figure import plot_effects
-from .effects_view import effects_display, hint_text, quality_objective, rules_text
+from .effects_view import effects_display, hint_text, rules_text
 from .figures import LOG_DECADES, plot_ablation, plot_front, plot_hypervolume
 from .pareto import DIRECTIONS
 from .store import study_factors, typed
