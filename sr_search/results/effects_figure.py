@@ -15,7 +15,7 @@ from .effects_view import noise_band
 from .figures import _figure, _style
 from .tables import LABELS, UNITS
 
-__all__ = ["plot_effects", "VERDICT_COLORS"]
+__all__ = ["VERDICT_COLORS", "plot_effects"]
 
 VERDICT_COLORS = {"better": "#1a7f37", "worse": "#c0392b", "higher": "#1f5fa8", "lower": "#8e44ad",
                   "not distinguishable": "#7f7f7f", "unknown": "#b0b0b0"}
@@ -108,10 +108,10 @@ def _seed_text(rows: pd.DataFrame) -> str:
     variants = rows[~rows["is_base"].astype(bool)]
     k = int(rows["base_seeds"].max()) if len(rows) else 0
     if variants.empty:
-        return f"base: {k} seed(s)"
+        return f"the base: {k} seed" + ("" if k == 1 else "s")
     low, high = int(variants["n_seeds"].min()), int(variants["n_seeds"].max())
-    seeds = str(low) if low == high else f"{low}-{high}"
-    return f"{seeds} seed(s) per level, the base {k}"
+    seeds = f"{low} seed" + ("" if low == high == 1 else "s") if low == high else f"{low}-{high} seeds"
+    return f"{seeds} per level; the base: {k} seed" + ("" if k == 1 else "s")
 
 
 def _legend(rows: pd.DataFrame, band: float, unit: str) -> list:
