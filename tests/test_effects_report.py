@@ -115,6 +115,13 @@ def test_ablation_on_one_deployed_network_gets_effects_not_a_degenerate_front(tm
     assert all(img.shape[1] <= REPORT_PX for img in report_pngs(page))
 
 
+def test_a_search_whose_trials_all_deploy_to_one_network_gets_no_front_either(tmp_path: Path) -> None:
+    df = search_results().assign(deploy_key="same", throughput=76.0)
+    page = write_report(tmp_path, df).read_text(encoding="utf-8")
+    assert "Not drawn: all 12 complete trials deploy to the same network" in page and "effects below" not in page
+    assert report_pngs(page) == []
+
+
 def search_results() -> pd.DataFrame:
     rng = np.random.default_rng(0)
     rows = []

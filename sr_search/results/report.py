@@ -76,12 +76,12 @@ def write_report(study_dir: Path, df: pd.DataFrame | None = None, *, study_meta:
     sections = [_summary_section(df)]
     complete = _complete(df)
     if len(complete):
-        ablation = _is_ablation(complete)
-        sections.append(_one_network_section(complete) if ablation and _one_network(complete)
+        ablation, one_network = _is_ablation(complete), _one_network(complete)
+        sections.append(_one_network_section(complete, ablation) if one_network
                         else _front_section(df, objectives, out))
         if ablation:
             sections.append(_effects_section(df, objectives, _study_factors(study_dir, meta), out))
-        else:
+        elif not one_network:
             sections.append(_hypervolume_section(df, objectives, out))
     sections.append(_failures_section(df))
     sections.append(_settings_section(study_dir, meta))
@@ -148,7 +148,7 @@ def _front_section(df: pd.DataFrame, objectives: dict[str, str], out: Path) -> s
     return _figure_section("Pareto front", fig, out / "front.png", body)
 
 
-def _one_network_section(complete: pd.DataFrame) -> str:
+def _one_network_section(complete: pd.DataFrame, ablation: bool) -> str:
     """What replaces the front when every complete trial deploys to the same network: one point, no trade-off."""
     first = complete.iloc[0]
     facts = [f"{LABELS.get(c, c)} {_cell(c, first[c])}" for c in ("params_deploy", "throughput", "latency_ms")
@@ -157,7 +157,8 @@ def _one_network_section(complete: pd.DataFrame) -> str:
             f"{len(complete)} complete trials deploy to the same network (deploy_key "
             f"<code>{html.escape(str(first['deploy_key']))}</code>"
             f"{': ' + html.escape(', '.join(facts)) if facts else ''}"
-            "), so quality and cost do not trade off here; the effects below compare their quality.</p></section>")
+            "), so quality and cost do not trade off here"
+            f"{'; the effects below compare their quality' if ablation else ''}.</p></section>")
 
 
 def _effects_section(df: pd.DataFrame, objectives: dict[str, str], factors: Mapping[str, Any] | None,
@@ -186,7 +187,8 @@ def _is_ablation(complete: pd.DataFrame) -> bool:
 
 
 def _one_network(complete: pd.DataFrame) -> bool:
-    return "deploy_key" in complete.columns and complete["deploy_key"].nunique(dropna=False) == 1
+    """Two or more complete trials, all deploying to one network: a front of them would be a single point."""
+    return len(complete) >= 2 and "deploy_key" in complete.columns and complete["deploy_key"].nunique() == 1
 
 
 def _study_factors(study_dir: Path, meta: Mapping[str, Any]) -> Mapping[str, Any] | None:
