@@ -165,9 +165,12 @@ def typed(df: pd.DataFrame) -> pd.DataFrame:
             values = pd.to_numeric(out[name], errors="coerce")
             out[name] = values.astype("int64") if values.notna().all() else values.astype("Int64")
     if "level" in out.columns and "factor" in out.columns and len(out):
-        levels = [_level_value(row, factor, level)
-                  for row, factor, level in zip(out.to_dict("records"), out["factor"], out["level"], strict=True)]
-        out["level"] = pd.Series(levels, index=out.index, dtype=object).infer_objects()
+        levels = pd.Series([_parse_level(v) for v in out["level"]], index=out.index, dtype=object)
+        for factor in out["factor"].dropna().unique():
+            if factor in out.columns and factor not in ("base", "factorial"):
+                mask = (out["factor"] == factor).to_numpy()
+                levels[mask] = [_plain(v) for v in out.loc[mask, factor]]
+        out["level"] = levels.infer_objects()
     return out
 
 
@@ -181,14 +184,11 @@ def _int_choice_fields() -> list[str]:
     return out
 
 
-def _level_value(row: dict[str, Any], factor: Any, level: Any) -> Any:
-    """A level with its type: the factor's spec column (one-at-a-time), a tuple of (factor, value) pairs
-    (factorial), None for the base and rows of a search."""
+def _parse_level(level: Any) -> Any:
+    """A level's text read as a value: a factorial's tuple of (factor, value) pairs; None for the base and rows of
+    a search (a one-at-a-time level is read from its factor's own column instead)."""
     if not isinstance(level, str):
         return None if level is None or (isinstance(level, float) and math.isnan(level)) else level
-    if isinstance(factor, str) and factor in row and factor not in ("base", "factorial"):
-        value = row[factor]
-        return None if isinstance(value, float) and math.isnan(value) else _plain(value)
     try:
         return ast.literal_eval(level)
     except (ValueError, SyntaxError):
@@ -196,7 +196,9 @@ def _level_value(row: dict[str, Any], factor: Any, level: Any) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
+    """A column's value as plain Python; NaN (a float column's null, e.g. frozen_bn: null) as None."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def consolidate(study_dir: str | Path | StudyDir) -> Path:
