@@ -33,7 +33,6 @@ a row too, `is_base`, effect 0):
 
 from __future__ import annotations
 
-import ast
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,8 +45,10 @@ from ..study.model import DEFAULT_OBJECTIVES, METRICS
 from .contrasts import (
     NO_DATA, NO_NOISE, NOISE_FLOOR, PAIRED, Cell, Estimate, estimate, noise_sd, seeds_needed, verdict,
 )
+from .levels import (
+    SPECIAL, factor_names, level_of, mean_of, order_levels, product, same, seed_of, text, to_float,
+)
 from .store import load_results, study_factors, study_objectives
-from .tables import _level_text, _missing
 
 __all__ = ["COST_OBJECTIVES", "EFFECT_COLUMNS", "ablation_effects", "budget_hint", "quality_objective", "study_effects"]
 
@@ -59,7 +60,6 @@ EFFECT_COLUMNS = (
 COST_OBJECTIVES = ("params_deploy", "macs_deploy", "latency_ms", "latency_ms_p90", "latency_ms_mean", "throughput",
                    "mpix_per_s", "peak_mem_mb")
 _TIMED = ("latency_ms", "latency_ms_p90", "latency_ms_mean", "throughput", "mpix_per_s", "peak_mem_mb")
-_SPECIAL = ("base", "factorial")
 Objectives = Mapping[str, str] | Sequence[str] | None
 
 
@@ -143,18 +143,18 @@ class _Design:
             return None
         rows = part.sort_values("trial_id", kind="stable").to_dict("records")
         factorial = any(r["factor"] == "factorial" for r in rows)
-        names = list(given) if given else _factor_names(rows, factorial)
+        names = list(given) if given else factor_names(rows, factorial)
         names = [n for n in names if n in df.columns or not factorial]
         base_rows = [r for r in rows if r["factor"] == "base"]
-        base = {f: _level_of(base_rows[0], f) for f in names} if base_rows else {}
+        base = {f: level_of(base_rows[0], f) for f in names} if base_rows else {}
         design = cls(rows, names, factorial, base)
         for f in names:
-            seen = [_level_of(r, f) for r in rows if design.varies(r, f)]
-            design.levels[f] = _order(f, seen, base.get(f), base_rows != [], (given or {}).get(f))
+            seen = [level_of(r, f) for r in rows if design.varies(r, f)]
+            design.levels[f] = order_levels(f, seen, base.get(f), base_rows != [], (given or {}).get(f))
         return design
 
     def is_base(self, factor: str, level: Any) -> bool:
-        return bool(self.base) and _same(level, self.base.get(factor))
+        return bool(self.base) and same(level, self.base.get(factor))
 
     def varies(self, row: Mapping[str, Any], factor: str) -> bool:
         """Whether `row` measures a level of `factor` (the base's rows are measured separately)."""
@@ -164,9 +164,9 @@ class _Design:
         """Complete, finite values of `objective` by seed (a seed measured twice: its mean)."""
         by_seed: dict[int, list[float]] = {}
         for r in rows:
-            value = _float(r.get(objective))
+            value = to_float(r.get(objective))
             if r.get("status") == "complete" and math.isfinite(value):
-                by_seed.setdefault(_seed(r), []).append(value)
+                by_seed.setdefault(seed_of(r), []).append(value)
         return {seed: float(np.mean(v)) for seed, v in by_seed.items()}
 
     def base_rows(self) -> list[dict[str, Any]]:
@@ -178,9 +178,9 @@ class _Design:
             ((factor, level),) = fixed.items()
             if self.is_base(factor, level):
                 return self.base_rows()
-            return [r for r in self.rows if r["factor"] == factor and _same(_level_of(r, factor), level)]
-        return [r for r in self.rows if r["factor"] in _SPECIAL
-                and all(_same(_level_of(r, f), v) for f, v in fixed.items())]
+            return [r for r in self.rows if r["factor"] == factor and same(level_of(r, factor), level)]
+        return [r for r in self.rows if r["factor"] in SPECIAL
+                and all(same(level_of(r, f), v) for f, v in fixed.items())]
 
     # --- effects ------------------------------------------------------------------------------------------------
 
@@ -216,7 +216,7 @@ class _Design:
         """The cells where `fixed` holds, each weighted `sign / their number`, so together they are a mean."""
         others = [f for f in self.factors if f not in fixed]
         cells = [self.cell_rows({**fixed, **dict(zip(others, combo, strict=True))})
-                 for combo in _product([self.levels[f] for f in others])]
+                 for combo in product([self.levels[f] for f in others])]
         cells = [c for c in cells if c]
         return [(sign / len(cells), c) for c in cells]
 
@@ -229,7 +229,7 @@ class _Design:
                 bf, bg = self.base[f], self.base[g]
                 for a in self.levels[f]:
                     for c in self.levels[g]:
-                        if _same(a, bf) or _same(c, bg):
+                        if same(a, bf) or same(c, bg):
                             continue
                         cells = (self._marginal({f: a, g: c}, 1.0) + self._marginal({f: a, g: bg}, -1.0)
                                  + self._marginal({f: bf, g: c}, -1.0) + self._marginal({f: bf, g: bg}, 1.0))
@@ -242,7 +242,7 @@ class _Design:
         variant_rows = [r for w, rows in cells if w > 0 for r in rows]
         measured = [(w, self.values(rows, objective)) for w, rows in cells]
         record = self._common(factor, level, kind, objective, direction, base)
-        record["value"] = _mean_of([v for w, values in measured if w > 0 for v in values.values()])
+        record["value"] = mean_of([v for w, values in measured if w > 0 for v in values.values()])
         if objective in COST_OBJECTIVES:
             return {**record, **self._cost(cells, measured, variant_rows, objective, direction)}
         est = estimate(measured, base)
@@ -259,8 +259,8 @@ class _Design:
 
     def _common(self, factor: str, level: Any, kind: str, objective: str, direction: str | None,
                 base: dict[int, float]) -> dict[str, Any]:
-        return {"factor": factor, "level": level, "level_text": _text(level), "is_base": False, "kind": kind,
-                "objective": objective, "direction": direction, "base_value": _mean_of(base.values()),
+        return {"factor": factor, "level": level, "level_text": text(level), "is_base": False, "kind": kind,
+                "objective": objective, "direction": direction, "base_value": mean_of(base.values()),
                 "base_seeds": len(base), "noise_floor": noise_sd(base)}
 
     def _cost(self, cells: list[tuple[float, list[dict[str, Any]]]], measured: list[Cell],
@@ -316,20 +316,20 @@ class _Design:
         base_rows = self.base_rows()
         out = []
         for factor in self.factors:
-            order = {_text(level): i for i, level in enumerate(self.levels[factor])}
+            order = {text(level): i for i, level in enumerate(self.levels[factor])}
             members = base_rows + [r for r in self.rows if self.varies(r, factor)]
             for r in members:
-                level = _level_of(r, factor)
+                level = level_of(r, factor)
                 out.append({**r, "factor": factor, "level": level,
                             "is_base": self.is_base(factor, level),
-                            "_order": order.get(_text(level), len(order))})
+                            "_order": order.get(text(level), len(order))})
         frame = pd.DataFrame.from_records(out)
         if frame.empty:
             return frame
         for name in directions:
             base = self.values(base_rows, name)
             frame[f"delta_{name}"] = [
-                _float(r.get(name)) - base.get(_seed(r), math.nan) if r.get("status") == "complete" else math.nan
+                to_float(r.get(name)) - base.get(seed_of(r), math.nan) if r.get("status") == "complete" else math.nan
                 for r in out]
         frame["_factor"] = frame["factor"].map({f: i for i, f in enumerate(self.factors)})
         keys = ["_factor", "_order", *(["seed"] if "seed" in frame.columns else [])]
@@ -376,100 +376,12 @@ def _direction(name: str) -> str | None:
     return METRICS.get(family)
 
 
-def _factor_names(rows: list[dict[str, Any]], factorial: bool) -> list[str]:
-    """The varied factors in the order their trials ran (a factorial's from its levels' (factor, value) pairs)."""
-    if not factorial:
-        return list(dict.fromkeys(r["factor"] for r in rows if r["factor"] not in _SPECIAL))
-    names: dict[str, None] = {}
-    for r in rows:
-        level = r.get("level")
-        pairs = ast.literal_eval(level) if isinstance(level, str) else level
-        if isinstance(pairs, (tuple, list)):
-            names.update((str(p[0]), None) for p in pairs if isinstance(p, (tuple, list)) and len(p) == 2)
-    return list(names)
-
-
-def _order(factor: str, seen: list[Any], base: Any, has_base: bool, given: Sequence[Any] | None) -> list[Any]:
-    """A factor's levels (the base's included): the study file's order when given, else numbers sorted and other
-    values in trial order after the base's."""
-    levels = _unique(([base] if has_base else []) + seen)
-    if given is not None:
-        listed = [lv.get(factor) if isinstance(lv, Mapping) else lv for lv in given]
-        rank = {_text(v): i for i, v in enumerate(listed)}
-        return sorted(levels, key=lambda v: rank.get(_text(v), len(rank)))
-    if levels and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels):
-        return sorted(levels)
-    return levels
-
-
-def _unique(values: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    for v in values:
-        if not any(_same(v, o) for o in out):
-            out.append(v)
-    return out
-
-
-def _product(lists: list[list[Any]]) -> list[tuple[Any, ...]]:
-    combos: list[tuple[Any, ...]] = [()]
-    for values in lists:
-        combos = [(*c, v) for c in combos for v in values]
-    return combos
-
-
 def _timing_spread(rows: list[dict[str, Any]]) -> float:
     """The largest relative spread of the timings behind `rows` (p90 / median - 1); 0 when not recorded."""
-    spreads = [_float(r.get("latency_ms_p90")) / _float(r.get("latency_ms")) - 1 for r in rows]
+    spreads = [to_float(r.get("latency_ms_p90")) / to_float(r.get("latency_ms")) - 1 for r in rows]
     spreads = [s for s in spreads if math.isfinite(s) and s >= 0]
     return max(spreads, default=0.0)
 
 
 def _columns(rows: list[dict[str, Any]]) -> set[str]:
     return set(rows[0]) if rows else set()
-
-
-def _level_of(row: Mapping[str, Any], factor: str) -> Any:
-    """The level of `factor` in `row`: its spec column (typed), else the row's own level text read as a value
-    (a table without spec columns)."""
-    if factor in row:
-        return _value(row[factor])
-    if row.get("factor") == factor and isinstance(row.get("level"), str):
-        try:
-            return ast.literal_eval(row["level"])
-        except (ValueError, SyntaxError):
-            return row["level"]
-    return _value(row.get("level")) if row.get("factor") == factor else None
-
-
-def _value(value: Any) -> Any:
-    """A spec column's value as plain Python (NaN in a float column is None: frozen_bn: null)."""
-    if hasattr(value, "item"):
-        value = value.item()
-    return None if _missing(value) else value
-
-
-def _same(a: Any, b: Any) -> bool:
-    return _text(a) == _text(b)
-
-
-def _text(level: Any) -> str:
-    if isinstance(level, tuple):
-        return " × ".join(_level_text(v) for v in level)
-    return _level_text(level)
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _seed(row: Mapping[str, Any]) -> int:
-    seed = row.get("seed")
-    return int(seed) if not _missing(seed) else -1
-
-
-def _mean_of(values: Iterable[float]) -> float:
-    values = [v for v in values if math.isfinite(v)]
-    return float(np.mean(values)) if values else math.nan
