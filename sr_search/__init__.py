@@ -23,6 +23,7 @@ _API = {
     "load_results": "results.store",
     "pareto_front": "results.pareto",
     "compare_studies": "results.compare",
+    "ablation_effects": "results.effects",
     "measure": "run.timing.measure",
 }
 

@@ -233,6 +233,21 @@ def pareto(study_dir: Path = typer.Argument(..., help="a study directory")) -> N
 
 @app.command()
 @_guarded
+def effects(
+    study_dir: Path = typer.Argument(..., help="an ablation's study directory"),
+    csv: bool = typer.Option(False, "--csv", help="print every effect as CSV (one row per factor, level, objective)"),
+    resolve: float = typer.Option(0.05, "--resolve", help="effect size (dB) the budget hint asks seeds for"),
+) -> None:
+    """Each level's effect vs the base, with its 95% interval, verdict and the rule used; a budget hint."""
+    from .results.effects import study_effects
+    from .results.effects_view import effects_text
+
+    table, hint = study_effects(study_dir, resolve)
+    typer.echo(table.to_csv(index=False).rstrip("\n") if csv else effects_text(table, hint))
+
+
+@app.command()
+@_guarded
 def export(
     study_dir: Path = typer.Argument(..., help="a study directory"),
     trial: str = typer.Option(..., "--trial", help="trial id, e.g. 0007"),

@@ -33,7 +33,7 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
     result = runner.invoke(app, ["launch", str(ROOT / "studies/repsr_ablation.yaml"), "--dry-run",
                                  "--out", str(tmp_path / "x")])
     assert result.exit_code == 0, result.output
-    assert "trials: 13 (0 done, 13 to run)" in result.output
+    assert "trials: 16 (0 done, 16 to run)" in result.output  # 13 variants, the base at 3 more seeds
     assert not (tmp_path / "x").exists()
 
 

@@ -91,7 +91,8 @@ def test_repsr_ablation_grid_is_tables_5_to_7_plus_frozen_bn():
         assert point.spec == ArchSpec(**{**base, **changes})
     assert len({p.spec.arch_key() for p in points}) == len(points) == 13
     assert study.seeds == (0,)
-    assert "13 variants x 1 seed(s) = 13 runs" in describe(ROOT / "studies" / "repsr_ablation.yaml")
+    assert study.base_seeds == 4 and study.base_seed_list() == (0, 1, 2, 3)
+    assert "13 variants x 1 seed(s) + 3 more base seed(s) = 16 runs" in describe(ROOT / "studies" / "repsr_ablation.yaml")
 
 
 def test_rtsr_pareto_is_an_x2_latency_constrained_search_over_all_families():

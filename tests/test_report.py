@@ -322,9 +322,10 @@ def test_ablation_figure_has_one_panel_per_factor(tmp_path: Path) -> None:
     np.testing.assert_allclose(visible[1].lines[0].get_ydata(), [29.5, 30.0, 30.4])
     bar = visible[0].lines[1].get_ydata()
     assert np.nanmin(bar) == pytest.approx(30.15 - 0.0707107) and np.nanmax(bar) == pytest.approx(30.15 + 0.0707107)
+    # The report draws effects on one shared axis instead (tests/test_effects.py); the per-level values stay a table.
     page = write_report(tmp_path, df).read_text(encoding="utf-8")
-    assert (tmp_path / "report" / "ablation.png").exists()
-    assert len(embedded_pngs(page)) == 3
+    assert (tmp_path / "report" / "effects.png").exists() and not (tmp_path / "report" / "ablation.png").exists()
+    assert len(embedded_pngs(page)) == 2  # front and effects; no hypervolume history for an ablation
     assert "30.150" in page  # the residual=clean mean in the ablation table
 
 

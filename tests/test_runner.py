@@ -91,6 +91,29 @@ def test_ablation_grid_runs_each_variant_once_per_seed(tmp_path, ray_cluster):
     assert df["deploy_key"].nunique() == 1  # branch count is training-time structure only
 
 
+def test_base_seeds_grow_an_ablation_by_the_base_alone_and_give_a_noise_floor(tmp_path, ray_cluster):
+    from sr_search import ablation_effects
+
+    body = """\
+    mode: ablation
+    base: {block: rep, scale: 2, channels: 8, depth: 1}
+    factors: {branches: [1, 3]}
+    """
+    path = write_study(tmp_path, "abl", body)
+    out = launch(load_study(path), out_dir=tmp_path / "run", echo=lambda _: None)
+    first = load_results(out)
+    assert len(first) == 3
+    path.write_text(path.read_text() + "base_seeds: 3\n")
+    df = load_results(launch(load_study(path), out_dir=out, resume=True, echo=lambda _: None))
+    assert len(df) == 5 and (df["status"] == "complete").all(), df[["status", "error"]]
+    assert sorted(df.loc[df["factor"] == "base", "seed"]) == [0, 1, 2]
+    assert df.loc[df["factor"] != "base", "seed"].tolist() == [0, 0]
+    assert df.iloc[:3]["psnr_y"].tolist() == first["psnr_y"].tolist()  # finished trials kept as they were
+    effects = ablation_effects(df, ["psnr_y"])
+    assert set(effects.loc[~effects["is_base"], "method"]) == {"noise floor"}
+    assert (effects["base_seeds"] == 3).all()
+
+
 def test_infeasible_candidates_are_recorded_untrained_and_told_to_optuna(tmp_path, ray_cluster):
     study = load_study(write_study(tmp_path, "budget", "n_trials: 2\nsampler: random\nconstraints: {max_params: 100}\n"))
     out = launch(study, out_dir=tmp_path / "run", echo=lambda _: None)

@@ -34,8 +34,9 @@ _STYLE = {"axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5}
 def plot_front(df: pd.DataFrame) -> Figure | None:
     """PSNR-Y vs throughput of the complete trials, coloured by block, with the front as a step line.
 
-    Paper baselines (rows with a ``baseline`` name) are labelled; trials whose timing was not
-    exclusive get an 'X' marker; log x-axis when throughput spans more than 1.5 decades.
+    Reference points: the paper baselines the study names (rows with a ``baseline`` name) are labelled, and
+    bicubic upsampling's PSNR-Y (``bicubic_psnr_y``, no network to time) is a dashed line. Trials whose timing was
+    not exclusive get an 'X' marker; log x-axis when throughput spans more than 1.5 decades.
     None when no complete trial has both values.
     """
     if not set(PLOT_OBJECTIVES) <= set(df.columns):
@@ -70,6 +71,11 @@ def plot_front(df: pd.DataFrame) -> Figure | None:
             )
         ax.scatter(baselines["throughput"], baselines["psnr_y"], marker="D", s=110, facecolors="none",
                    edgecolors="0.25", lw=1.2, zorder=4)
+        bicubic = _bicubic(data)
+        if bicubic is not None:
+            ax.axhline(bicubic, color="0.35", ls="--", lw=1.1, zorder=1)
+            ax.annotate(f"bicubic {bicubic:.3f} dB", (0.01, bicubic), xycoords=("axes fraction", "data"),
+                        xytext=(0, 4), textcoords="offset points", fontsize=8.5, color="0.3")
 
         throughput = data["throughput"].to_numpy(dtype=float)
         if throughput.min() > 0 and math.log10(throughput.max() / throughput.min()) > LOG_DECADES:
@@ -86,6 +92,8 @@ def plot_front(df: pd.DataFrame) -> Figure | None:
         handles.append(Line2D([], [], color="black", lw=1.3, marker="o", mfc="none", ms=10, label="Pareto front"))
         if len(baselines):
             handles.append(_handle("D", "none", "paper baseline", edge="0.25"))
+        if bicubic is not None:
+            handles.append(Line2D([], [], color="0.35", ls="--", lw=1.1, label="bicubic (reference)"))
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
@@ -178,6 +186,15 @@ def _baselines(df: pd.DataFrame) -> pd.DataFrame:
         return df.iloc[:0]
     named = df["baseline"].map(lambda v: not _missing(v) and bool(str(v).strip()))
     return df[named]
+
+
+def _bicubic(df: pd.DataFrame) -> float | None:
+    """Bicubic's PSNR-Y on the validation sets (the same for every trial of a study; the median if not)."""
+    if "bicubic_psnr_y" not in df.columns:
+        return None
+    values = pd.to_numeric(df["bicubic_psnr_y"], errors="coerce")
+    values = values[np.isfinite(values)]
+    return float(values.median()) if len(values) else None
 
 
 def _timing_summary(df: pd.DataFrame) -> str:

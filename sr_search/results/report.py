@@ -22,9 +22,13 @@ import yaml
 from matplotlib.figure import Figure
 
 from ..errors import SrSearchError
-from .study_dir import StudyDir
+from .effects import ablation_effects, budget_hint, quality_objective
+from .effects_figure import plot_effects
+from .effects_view import effects_display, hint_text, rules_text
 from .figures import LOG_DECADES, plot_ablation, plot_front, plot_hypervolume
 from .pareto import DIRECTIONS
+from .store import study_factors, typed
+from .study_dir import StudyDir
 from .tables import (
     LABELS, PLOT_OBJECTIVES, TABLE_COLUMNS, UNITS, _cell, _complete, _exclusive, _missing, ablation_table, front_table,
     front_text,
@@ -35,7 +39,9 @@ __all__ = [
     "PLOT_OBJECTIVES", "LOG_DECADES", "LABELS", "UNITS", "TABLE_COLUMNS", "FIGURES",
 ]
 
-FIGURES = ("front.png", "ablation.png", "hypervolume.png")
+FIGURES = ("front.png", "ablation.png", "effects.png", "hypervolume.png")
+#: effect sizes the budget hint resolves, for objectives in dB
+RESOLVE_DB = (0.02, 0.05, 0.1)
 
 
 # --- the report ------------------------------------------------------------------------------------
@@ -45,8 +51,12 @@ def write_report(study_dir: Path, df: pd.DataFrame | None = None, *, study_meta:
     """Write ``study_dir/report/`` (PNG figures, front.csv, report.html) and return the HTML path.
 
     `df` defaults to ``study_dir/results.parquet``. `study_meta` (e.g. the resolved study as a dict)
-    may name ``objectives`` as {column: 'max'|'min'}; it is shown as the settings when
-    ``study_dir/study.yaml`` is absent.
+    may name ``objectives`` as {column: 'max'|'min'} and ``factors`` (an ablation's, for the order of its levels;
+    else read from ``study_dir/study.yaml``); it is shown as the settings when ``study_dir/study.yaml`` is absent.
+
+    Each figure appears only where it means something: no front when every complete trial deploys to one network
+    (an ablation of training-time choices), no hypervolume history for an ablation (its trial order is a grid, not
+    a search); an ablation gets its effects vs the base instead.
     """
     study_dir = Path(study_dir)
     if df is None:
@@ -66,12 +76,13 @@ def write_report(study_dir: Path, df: pd.DataFrame | None = None, *, study_meta:
     sections = [_summary_section(df)]
     complete = _complete(df)
     if len(complete):
-        sections.append(_front_section(df, objectives, out))
-        ablation = plot_ablation(df)
-        if ablation is not None:
-            sections.append(_figure_section("Ablation", ablation, out / "ablation.png",
-                                            _table_html(ablation_table(df))))
-        sections.append(_hypervolume_section(df, objectives, out))
+        ablation, one_network = _is_ablation(complete), _one_network(complete)
+        sections.append(_one_network_section(complete, ablation) if one_network
+                        else _front_section(df, objectives, out))
+        if ablation:
+            sections.append(_effects_section(df, objectives, _study_factors(study_dir, meta), out))
+        elif not one_network:
+            sections.append(_hypervolume_section(df, objectives, out))
     sections.append(_failures_section(df))
     sections.append(_settings_section(study_dir, meta))
     sections.append(_environment_section(df))
@@ -90,7 +101,7 @@ def _load_results(study_dir: Path) -> pd.DataFrame:
             f"{study_dir}: {where}; point `sr-search report` at a study directory written by "
             f"`sr-search launch` (it holds results.parquet)"
         )
-    return pd.read_parquet(path)
+    return typed(pd.read_parquet(path))
 
 
 def _objectives(meta: Mapping[str, Any]) -> dict[str, str]:
@@ -135,6 +146,56 @@ def _front_section(df: pd.DataFrame, objectives: dict[str, str], out: Path) -> s
     if fig is None:
         return f"<section><h2>Pareto front</h2><p>No complete trial has both PSNR-Y and throughput.</p>{body}</section>"
     return _figure_section("Pareto front", fig, out / "front.png", body)
+
+
+def _one_network_section(complete: pd.DataFrame, ablation: bool) -> str:
+    """What replaces the front when every complete trial deploys to the same network: one point, no trade-off."""
+    first = complete.iloc[0]
+    facts = [f"{LABELS.get(c, c)} {_cell(c, first[c])}" for c in ("params_deploy", "throughput", "latency_ms")
+             if c in complete.columns and not _missing(first[c])]
+    return ("<section><h2>Pareto front</h2><p>Not drawn: all "
+            f"{len(complete)} complete trials deploy to the same network (deploy_key "
+            f"<code>{html.escape(str(first['deploy_key']))}</code>"
+            f"{': ' + html.escape(', '.join(facts)) if facts else ''}"
+            "), so quality and cost do not trade off here"
+            f"{'; the effects below compare their quality' if ablation else ''}.</p></section>")
+
+
+def _effects_section(df: pd.DataFrame, objectives: dict[str, str], factors: Mapping[str, Any] | None,
+                     out: Path) -> str:
+    """Effects vs the base: the figure, the rules behind the verdicts, the budget hint and both tables."""
+    effects = ablation_effects(df, objectives, factors=factors)
+    if effects.empty:
+        return ""
+    objective = quality_objective(list(objectives))
+    rules = "".join(f"<li>{html.escape(line)}</li>" for line in rules_text(effects))
+    body = f"<h3>How the verdicts were decided</h3><ul>{rules}</ul>"
+    hint = budget_hint(df, objective, RESOLVE_DB) if UNITS.get(objective) == "dB" else pd.DataFrame()
+    if not hint.empty:
+        body += f"<p><b>Budget.</b> {html.escape(hint_text(hint, effects))}</p>"
+    body += f"<h3>Effects vs the base</h3>{_table_html(effects_display(effects))}"
+    body += (f"<h3>Values per level</h3><p class=\"small\">Mean and s.d. over seeds; the base's row repeated in each "
+             f"factor.</p>{_table_html(ablation_table(df))}")
+    fig = plot_effects(effects, objective)
+    if fig is None:
+        return f"<section><h2>Effects vs the base</h2>{body}</section>"
+    return _figure_section("Effects vs the base", fig, out / "effects.png", body)
+
+
+def _is_ablation(complete: pd.DataFrame) -> bool:
+    return "factor" in complete.columns and complete["factor"].map(lambda f: isinstance(f, str)).any()
+
+
+def _one_network(complete: pd.DataFrame) -> bool:
+    """Two or more complete trials, all deploying to one network: a front of them would be a single point."""
+    return len(complete) >= 2 and "deploy_key" in complete.columns and complete["deploy_key"].nunique() == 1
+
+
+def _study_factors(study_dir: Path, meta: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The ablation's factors as the study file lists them (their order is the order levels are shown in)."""
+    if isinstance(meta.get("factors"), Mapping):
+        return meta["factors"]
+    return study_factors(study_dir)
 
 
 def _hypervolume_section(df: pd.DataFrame, objectives: dict[str, str], out: Path) -> str:

@@ -7,7 +7,10 @@ them, so a killed driver loses no finished trial.
 
 from __future__ import annotations
 
+import ast
 import json
+import math
+import typing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -131,8 +134,17 @@ def read_trial_row(study_dir: str | Path | StudyDir, trial_id: str) -> dict[str,
 
 
 def load_results(study_dir: str | Path | StudyDir) -> pd.DataFrame:
-    """All trial rows of a study directory, ordered by trial id (an empty frame if none finished yet)."""
-    where = StudyDir(study_dir).require()
+    """All trial rows of a study directory, ordered by trial id (an empty frame if none finished yet).
+
+    Read for analysis (`typed`): `scale`, `colors` and `unshuffle` are integers and each `level` is its factor's
+    value (a number, bool, text or None); the files on disk keep their column types. Per-level effects and the
+    base in every factor's group: `sr_search.ablation_effects(df)`.
+    """
+    return typed(_read_rows(StudyDir(study_dir).require()))
+
+
+def _read_rows(where: StudyDir) -> pd.DataFrame:
+    """The rows as stored (parquet types), what `consolidate` writes back."""
     files = sorted(where.trials.glob("*.parquet"))
     if not files:
         if where.results.exists():
@@ -143,10 +155,57 @@ def load_results(study_dir: str | Path | StudyDir) -> pd.DataFrame:
     return table.to_pandas().sort_values("trial_id", kind="stable").reset_index(drop=True)
 
 
+def typed(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with the types an analysis expects. Parquet stores the integer choices (`scale`, `unshuffle`, ...) and
+    `level` as text, so that one column holds every factor's levels; here they become numbers and typed levels
+    (read from the factor's own spec column, which holds the same value with its type), numeric as a column when
+    every level is. A new frame; `df` is untouched."""
+    out = df.copy()
+    for name in _int_choice_fields():
+        if name in out.columns and not pd.api.types.is_numeric_dtype(out[name]):
+            values = pd.to_numeric(out[name], errors="coerce")
+            out[name] = values.astype("int64") if values.notna().all() else values.astype("Int64")
+    if "level" in out.columns and "factor" in out.columns and len(out):
+        levels = pd.Series([_parse_level(v) for v in out["level"]], index=out.index, dtype=object)
+        for factor in out["factor"].dropna().unique():
+            if factor in out.columns and factor not in ("base", "factorial"):
+                mask = (out["factor"] == factor).to_numpy()
+                levels[mask] = [_plain(v) for v in out.loc[mask, factor]]
+        out["level"] = levels.infer_objects()
+    return out
+
+
+def _int_choice_fields() -> list[str]:
+    """Spec fields that are a choice of integers (Literal[2, 3, 4]): stored as text in parquet."""
+    out = []
+    for name, info in spec_field_infos().items():
+        args = typing.get_args(info.annotation) if typing.get_origin(info.annotation) is typing.Literal else ()
+        if args and all(isinstance(a, int) and not isinstance(a, bool) for a in args):
+            out.append(name)
+    return out
+
+
+def _parse_level(level: Any) -> Any:
+    """A level's text read as a value: a factorial's tuple of (factor, value) pairs; None for the base and rows of
+    a search (a one-at-a-time level is read from its factor's own column instead)."""
+    if not isinstance(level, str):
+        return None if level is None or (isinstance(level, float) and math.isnan(level)) else level
+    try:
+        return ast.literal_eval(level)
+    except (ValueError, SyntaxError):
+        return level
+
+
+def _plain(value: Any) -> Any:
+    """A column's value as plain Python; NaN (a float column's null, e.g. frozen_bn: null) as None."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def consolidate(study_dir: str | Path | StudyDir) -> Path:
     """Write `results.parquet` from the per-trial files (atomically) and return its path."""
     where = StudyDir(study_dir)
-    df = load_results(where)
+    df = _read_rows(where.require())
     _atomic_write(pa.Table.from_pandas(df, preserve_index=False), where.results)
     return where.results
 
@@ -159,3 +218,14 @@ def study_objectives(study_dir: str | Path | StudyDir) -> dict[str, str]:
         if isinstance(data.get("objectives"), dict):
             return data["objectives"]
     return dict(DEFAULT_OBJECTIVES)
+
+
+def study_factors(study_dir: str | Path | StudyDir) -> dict[str, Any] | None:
+    """The factors of the ablation frozen in `study_dir`, as its file lists them (None when there are none)."""
+    frozen = StudyDir(study_dir).study_file
+    try:
+        data = yaml.safe_load(frozen.read_text()) if frozen.exists() else None
+    except yaml.YAMLError:
+        return None
+    factors = data.get("factors") if isinstance(data, dict) else None
+    return factors if isinstance(factors, dict) and factors else None

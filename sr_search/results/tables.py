@@ -154,7 +154,7 @@ def _ablation_rows(df: pd.DataFrame) -> pd.DataFrame:
         return rows
     varied = [f for f in _in_order(rows["factor"]) if f not in ("base", "factorial") and f in rows.columns]
     copies = [base.assign(factor=f, level=f"{_level_text(base[f].iloc[0])} (base)") for f in varied]
-    return pd.concat([rows[rows["factor"] != "base"], *copies])
+    return pd.concat([*copies, rows[rows["factor"] != "base"]])  # the base first, as study files list it
 
 
 def _level_text(value: Any) -> str:

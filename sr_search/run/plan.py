@@ -49,11 +49,13 @@ class PlannedTrial:
 
 
 def make_plan(study: Study) -> list[PlannedTrial]:
-    """Every trial the study asks for, in the order they run: the grid (each point once per seed) or the baselines
-    then one sampled candidate per remaining trial."""
+    """Every trial the study asks for, in the order they run: the grid (each point once per seed; the base once per
+    seed of `base_seed_list`, its extra seeds new trials) or the baselines then one sampled candidate per remaining
+    trial."""
     if study.mode == "ablation":
         return [PlannedTrial(point.spec, seed, factor=point.factor, level=point.level)
-                for point in study.ablation_grid() for seed in study.seeds]
+                for point in study.ablation_grid()
+                for seed in (study.base_seed_list() if point.factor == "base" else study.seeds)]
     baselines = [PlannedTrial(PRESETS[name], None, baseline=name) for name in study.baselines]
     return baselines + [PlannedTrial(None)] * max(0, study.n_trials - len(baselines))
 

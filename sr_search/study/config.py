@@ -20,6 +20,7 @@ heavy starts. Keys::
     factors: {FIELD: [LEVEL, ...]} required; a level is a value or {FIELD: VALUE...} that includes FIELD
     design: one_at_a_time | factorial   default one_at_a_time
     seeds: [int, ...]              default [0]; every variant runs once per seed
+    base_seeds: int                default len(seeds); the base runs with this many seeds in all (the noise floor)
     # both
     data: sr_search.study.settings.DataSpec          relative folders resolve against this file; `builtin:` as is
     train: sr_search.study.settings.TrainBudget
@@ -127,8 +128,10 @@ def describe(path: str | Path) -> str:
                      + (f", baselines first: {', '.join(study.baselines)}" if study.baselines else ""))
     else:
         points = study.ablation_grid()
-        lines.append(f"  {len(points)} variants x {len(study.seeds)} seed(s) = {len(points) * len(study.seeds)} "
-                     f"runs ({study.design})")
+        extra = len(study.base_seed_list()) - len(study.seeds)
+        lines.append(f"  {len(points)} variants x {len(study.seeds)} seed(s)"
+                     + (f" + {extra} more base seed(s)" if extra else "")
+                     + f" = {len(points) * len(study.seeds) + extra} runs ({study.design})")
         lines += [f"    {i:2d}. {p.label}" for i, p in enumerate(points)]
     lines.append(f"  train: {study.train.iterations} iterations, batch {study.train.batch_size}, "
                  f"LR patch {study.train.lr_patch}")

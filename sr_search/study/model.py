@@ -35,7 +35,7 @@ METRICS = {
 #: what a study optimises unless it says otherwise: quality and speed (the one place this default lives)
 DEFAULT_OBJECTIVES: dict[str, str] = {"psnr_y": "max", "throughput": "max"}
 SEARCH_KEYS = ("sampler", "n_trials", "seed", "baselines", "pruning")
-ABLATION_KEYS = ("base", "factors", "design", "seeds")
+ABLATION_KEYS = ("base", "factors", "design", "seeds", "base_seeds")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
@@ -123,6 +123,9 @@ class Study(BaseModel):
     factors: dict[str, list[Any]] = Field(default_factory=dict)
     design: Literal["one_at_a_time", "factorial"] = "one_at_a_time"
     seeds: tuple[int, ...] = Field((0,), min_length=1)
+    #: how many seeds the base runs with in all (`seeds`, then the next unused integers): its seed-to-seed spread is
+    #: the noise floor next to effects measured with one seed; None = the base runs with `seeds` like every variant
+    base_seeds: int | None = Field(None, ge=1, le=1000)
     data: DataSpec = Field(default_factory=DataSpec)
     train: TrainBudget = Field(default_factory=TrainBudget)
     timing: str | TimingProtocol = "auto"
@@ -215,6 +218,14 @@ class Study(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _check_base_seeds(self) -> Study:
+        if self.base_seeds is not None and self.base_seeds < len(self.seeds):
+            raise FieldProblem("base_seeds", f"base_seeds={self.base_seeds} is fewer than the {len(self.seeds)} "
+                                             f"seeds every variant runs with; it counts the base's seeds in all "
+                                             f"(at least {len(self.seeds)})")
+        return self
+
+    @model_validator(mode="after")
     def _resolve_protocol(self) -> Study:
         self.protocol  # noqa: B018 - resolved (and checked) once, here
         if self.pruning is not None:
@@ -279,6 +290,13 @@ class Study(BaseModel):
     def ablation_grid(self) -> list[GridPoint]:
         """The ablation's variants in order, each once (run each once per seed in `seeds`)."""
         return self.search_space().grid(self.base_spec(), self.factors, mode=self.design)
+
+    def base_seed_list(self) -> tuple[int, ...]:
+        """The seeds the base runs with: `seeds`, then max(seeds) + 1, + 2, ... until `base_seeds` in all (so raising
+        `base_seeds` only adds seeds, and the variants' seeds always have a base to pair with)."""
+        extra = max(0, (self.base_seeds or 0) - len(self.seeds))
+        top = max(self.seeds)
+        return (*self.seeds, *range(top + 1, top + 1 + extra))
 
     def to_yaml(self) -> str:
         """The resolved study (defaults included), as frozen into the study directory."""
