@@ -35,6 +35,12 @@ def local_resources() -> dict[str, float]:
 
 def check_resources(study: Study, available: Mapping[str, float], where: str = "this machine") -> None:
     """Raise `SrSearchError` naming what the study needs that `available` lacks, and what there is."""
+    p = study.protocol
+    if p.device == "cuda" and study.resources.gpus_per_trial == 0 and study.timing_on is None:
+        auto = "" if available.get("GPU", 0) else f"; {where} has no GPU"
+        raise SrSearchError(f"study {study.name!r}: timing protocol {p.name!r} times on CUDA, but trials get no GPU "
+                            f"(resources.gpus_per_trial is 0{auto}). Set resources.gpus_per_trial (1 for exclusive "
+                            f"timings), time on a deployment node (timing_on), or use timing: cpu")
     problems = [f"{name} {amount:g} ({key})" for (name, amount), key in
                 ((k, key) for k, key in _missing(study, available))]
     if not problems:
