@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 import ray
 
@@ -258,3 +259,24 @@ def test_an_interrupted_pruned_search_resumes_with_every_trial_exactly_once(tmp_
     assert (df.loc[df["status"] == "complete", "train_iterations"] == 12).all()
     ot = optuna.load_study(study_name="presume", storage=f"sqlite:///{out / 'optuna.db'}")
     assert len(ot.trials) == 6 and all(t.state.is_finished() for t in ot.trials)
+
+
+def test_a_grown_study_runs_only_the_new_trials_and_keeps_the_old_rows_bit_for_bit(tmp_path, ray_cluster):
+    from sr_search.study.config import with_overrides
+
+    study = load_study(write_study(tmp_path, "grow", "n_trials: 3\nsampler: random\n"))
+    out = launch(study, out_dir=tmp_path / "run", echo=lambda _: None)
+    first = load_results(out)
+    files = {p.name: p.read_bytes() for p in (out / "trials").glob("*.parquet")}
+
+    grown = launch(with_overrides(study, n_trials=5), out_dir=out, resume=True, echo=lambda _: None)
+    df = load_results(grown)
+    assert list(df["trial_id"]) == ["0000", "0001", "0002", "0003", "0004"]
+    assert {p.name: p.read_bytes() for p in (out / "trials").glob("*.parquet") if p.name in files} == files
+    pd.testing.assert_frame_equal(df.iloc[:3].reset_index(drop=True), first, check_like=True)
+
+    with pytest.raises(SrSearchError) as info:  # what a trial means may not change: a new study instead
+        launch(with_overrides(study, n_trials=6, train={"iterations": 7}), out_dir=out, resume=True,
+               echo=lambda _: None)
+    assert "train.iterations: 12 -> 7" in str(info.value) and "--out" in str(info.value)
+    assert len(load_results(out)) == 5
