@@ -1,18 +1,18 @@
 """Starting or joining Ray, as safely as the tool can (README: "Failure and security model").
 
-A local instance keeps its dashboard on loopback, never runs with token authentication off, and keeps its token
-readable by this user only. Its other servers (GCS, raylet, object manager, agents) listen on every interface
-whatever sr-search asks (Ray resolves a loopback node address to the machine's own address); what protects them is
-the token, which they demand from every client. Joining a cluster (`--address`) keeps the cluster's own settings.
+A local instance listens on loopback only (`loopback_only`: every server - GCS, raylet, workers, agents, metrics,
+dashboard - binds 127.0.0.1), never runs with token authentication off, and keeps its token readable by this user
+only. Joining a cluster (`--address`) keeps the cluster's own settings.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import ray
@@ -53,6 +53,32 @@ def secure_token(echo: Echo) -> Path | None:
     return path
 
 
+#: Ray's switch for a single-machine instance (how it runs on macOS and Windows): a loopback node address
+SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """While a local instance starts: Ray's single-machine mode, so every server it starts binds 127.0.0.1. Asking for
+    a loopback node address is not enough (Ray turns it into the machine's address on Linux). The processes it starts
+    inherit the switch; this process gets it back as it was afterwards, in case it joins a cluster later."""
+    from ray._private import ray_constants  # read at import; set again for this already-running driver
+
+    old_env, old_flag = os.environ.get(SINGLE_MACHINE), getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[SINGLE_MACHINE] = "0"
+    if old_flag is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if old_env is None:
+            os.environ.pop(SINGLE_MACHINE, None)
+        else:
+            os.environ[SINGLE_MACHINE] = old_env
+        if old_flag is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = old_flag
+
+
 def init_ray(address: str | None, dashboard_host: str, echo: Echo) -> str | None:
     """Join `address` (or RAY_ADDRESS) or start a local instance; returns the dashboard URL if there is one."""
     address = address or os.environ.get("RAY_ADDRESS")
@@ -67,7 +93,8 @@ def init_ray(address: str | None, dashboard_host: str, echo: Echo) -> str | None
         token = token_path()
     else:
         token = secure_token(echo)
-        ctx = ray.init(address="local", include_dashboard=None, dashboard_host=dashboard_host, **quiet)
+        with loopback_only():
+            ctx = ray.init(address="local", include_dashboard=None, dashboard_host=dashboard_host, **quiet)
     url = getattr(ctx, "dashboard_url", None)
     if url:
         url = url if url.startswith("http") else f"http://{url}"

@@ -1,0 +1,60 @@
+"""What a local study exposes (README: "Failure and security model")."""
+
+import os
+import stat
+import time
+
+import grpc
+import psutil
+import pytest
+import ray
+
+pytestmark = pytest.mark.ray
+
+
+def test_a_local_instance_listens_on_loopback_only_and_keeps_its_token_private(tmp_path, monkeypatch):
+    from sr_search.run.tune.cluster import init_ray
+
+    token = tmp_path / "auth_token"
+    token.write_text("0" * 64)
+    token.chmod(0o644)  # as Ray itself would have left it
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    said = []
+    if ray.is_initialized():
+        ray.shutdown()
+    init_ray(None, "127.0.0.1", said.append)
+    try:
+        time.sleep(2)  # agents and metrics servers come up just after init returns
+        ours = [psutil.Process(), *psutil.Process().children(recursive=True)]
+        listeners = []
+        for proc in ours:
+            try:
+                listeners += [(c.laddr.ip, c.laddr.port, proc.name()) for c in proc.net_connections(kind="inet")
+                              if c.status == psutil.CONN_LISTEN]
+            except psutil.Error:
+                continue
+        assert len(listeners) >= 5, listeners  # GCS, raylet, dashboard, agents, workers...
+        exposed = [entry for entry in listeners if entry[0] not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
+        assert exposed == [], exposed
+        assert stat.S_IMODE(os.stat(token).st_mode) == 0o600 and any("tightened" in s for s in said)
+        # and a client without the token is refused (a local user of a shared machine reaches loopback too)
+        channel = grpc.insecure_channel(ray.get_runtime_context().gcs_address)
+        call = channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetAllNodeInfo",
+                                   request_serializer=lambda x: x, response_deserializer=lambda x: x)
+        with pytest.raises(grpc.RpcError) as refused:
+            call(b"", timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        channel.close()
+        assert any("token" in s and "0" * 64 not in s for s in said)  # how to log in, never the token itself
+    finally:
+        ray.shutdown()
+
+
+def test_token_authentication_is_never_turned_off(monkeypatch):
+    from sr_search.errors import SrSearchError
+    from sr_search.run.tune.cluster import secure_token
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    with pytest.raises(SrSearchError, match="RAY_AUTH_MODE"):
+        secure_token(lambda _: None)
