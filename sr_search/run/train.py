@@ -188,6 +188,7 @@ class Trainer:
         device: torch.device | str | None = None,
         val_fn: Callable[[nn.Module], Metrics] | None = None,
         on_validation: Callable[[int, Metrics], None] | None = None,
+        on_progress: Callable[[int], None] | None = None,
         anneal: Literal["budget", "segment"] = "budget",
     ) -> None:
         self.dev = torch.device(device) if device is not None else train_data.device
@@ -200,7 +201,8 @@ class Trainer:
         if budget.warm_start is not None:
             load_checkpoint(model, budget.warm_start)
         self.model, self.data, self.budget = model, train_data, budget
-        self.val_fn, self.on_validation, self.anneal = val_fn, on_validation, anneal
+        self.val_fn, self.on_validation, self.on_progress, self.anneal = val_fn, on_validation, on_progress, anneal
+        self.progress_every = max(1, budget.iterations // 10)  # ten progress reports per run
         torch.manual_seed(seed)
         self.generator = torch.Generator().manual_seed(seed)
         # foreach: one fused update over all tensors (default on CUDA only); ~2x faster steps for small nets on CPU
@@ -293,6 +295,8 @@ class Trainer:
                             self.done = first + k + 1
                             return fail(f"loss became {v} at iteration {self.done} (lr {self.lr(self.done - 1):.3g})")
                     self.history.append((done, sum(values) / len(values)))
+                if self.on_progress is not None and done % self.progress_every == 0 and not validate_now:
+                    self.on_progress(done)
                 if validate_now:
                     t = time.perf_counter()
                     metrics = self.val_fn(model)

@@ -234,7 +234,8 @@ def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, 
 
     try:
         trainer = train.Trainer(model, train_data, study.train, task.seed, device=device, val_fn=val_fn,
-                                on_validation=on_validation)
+                                on_validation=on_validation,
+                                on_progress=(lambda done: report({"iteration": done})) if report else None)
         result = _train_through_rungs(trainer, rungs, row, study, val_fn, bicubic)
     except SrSearchError as exc:  # e.g. a warm-start checkpoint that does not fit this candidate
         return finish("failed", str(exc))

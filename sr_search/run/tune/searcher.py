@@ -130,6 +130,15 @@ class StudySearcher(Searcher):
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles its searcher; the Optuna handle is reopened on use
         return {**self.__dict__, "_book": None}
 
+    def save(self, checkpoint_path: str) -> None:
+        """Tune saves searchers with its experiment; this one's state is the Optuna study itself (and each session
+        plans its own trials), so it writes only what a reader would look for: the trial numbers it handed out."""
+        with open(checkpoint_path, "w", encoding="utf-8") as fh:
+            json.dump({"optuna_storage": self.storage_url, "trial_numbers": self.numbers}, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore: a resumed study plans a new session from its rows and its Optuna study."""
+
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.rerun:
             task = self.rerun.pop(0)
