@@ -15,11 +15,11 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 
 from ..errors import SrSearchError
 from ..model.spec import ArchSpec, spec_field_infos
 from ..study.model import DEFAULT_OBJECTIVES
+from ..study.yamlfile import load_bounded
 from .study_dir import StudyDir, atomic_write
 
 STATUSES = ("complete", "infeasible", "failed", "pruned")
@@ -154,7 +154,7 @@ def study_objectives(study_dir: str | Path | StudyDir) -> dict[str, str]:
     """The objectives of the study frozen in `study_dir` (the default objectives if it names none)."""
     frozen = StudyDir(study_dir).study_file
     if frozen.exists():
-        data = yaml.safe_load(frozen.read_text()) or {}
+        data = load_bounded(frozen.read_text(), frozen) or {}
         if isinstance(data.get("objectives"), dict):
             return data["objectives"]
     return dict(DEFAULT_OBJECTIVES)
