@@ -81,3 +81,73 @@ def test_ordinary_anchors_and_aliases_still_work(folder):
     space = "params: &p\n  block: [rep, plain]\n  channels: &c [8, 16]\n  depth: [1, 2]\nconstraints: {}\n"
     write(folder, space, name="space.yaml")
     assert load_study(path).n_trials == 2
+
+
+# --- case 7: values that must not be accepted -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("n_trials: 99999999999999999999999999999\n", "study.yaml:3: n_trials: Input should be less than or equal to 100000"),
+    ("n_trials: true\n", "study.yaml:3: n_trials: expected a number, got true (true/false is not a number)"),
+    ("seed: 4294967296\n", "study.yaml:3: seed: Input should be less than or equal to 2147483647"),
+    ("seed: false\n", "seed: expected a number, got false"),
+    ("train: {lr: .inf}\n", "study.yaml:3: train.lr: Input should be a finite number"),
+    ("train: {lr: .nan}\n", "train.lr: Input should be a finite number"),
+    ("train: {iterations: true}\n", "train.iterations: expected a number, got true"),
+    ("train: {iterations: 1000000000000}\n", "train.iterations: Input should be less than or equal to 100000000"),
+    ("train: {batch_size: 10000000}\n", "train.batch_size: Input should be less than or equal to 65536"),
+    ("train: {gamma: .nan}\n", "train.gamma: Input should be a finite number"),
+    ("train: {milestones: [0.5, true]}\n", "train.milestones[1]: expected a number, got true"),
+    ("resources: {concurrency: true}\n", "resources.concurrency: expected a number, got true"),
+    ("resources: {cpus_per_trial: .inf}\n", "resources.cpus_per_trial: Input should be a finite number"),
+    ("resources: {gpus_per_trial: 1000}\n", "resources.gpus_per_trial: Input should be less than or equal to 64"),
+    ("data: {val_max_size: true}\n", "data.val_max_size: expected a number, got true"),
+    ("constraints: {max_latency_ms: .inf}\n", "constraints.max_latency_ms: Input should be a finite number"),
+    ("constraints: {max_params: true}\n", "constraints.max_params: expected a number, got true"),
+    ("timing: {device: cpu, lr_size: [true, 64]}\n", "timing.lr_size[0]: expected a number, got true"),
+    ("timing: {device: cpu, lr_size: [64, 10000000]}\n", "timing.lr_size[1]: Input should be less than or equal to 65536"),
+    ('name: "x\\ny"\n', "name: name 'x\\ny' becomes a folder name"),
+    ('name: "x\\n"\n', "name: name 'x\\n' becomes a folder name"),
+    ('name: "x\\ty"\n', "becomes a folder name"),
+    ('data: {val: {"set5\\n": "builtin:"}}\n', "validation set name 'set5\\n' must use only letters"),
+])
+def test_out_of_range_values_booleans_and_control_characters_are_refused(folder, text, expected):
+    body = text if text.startswith("name:") else "name: t\n" + text
+    body = body.replace("name: t\n", "name: t\nspace: space.yaml\n") if "space:" not in body else body
+    if text.startswith("name:"):
+        body = text + "space: space.yaml\n"
+    found = problems_of(write(folder, body))
+    assert any(expected in p for p in found), found
+    with pytest.raises(SrSearchError):
+        load_study(folder / "study.yaml")
+
+
+def test_ablation_values_refuse_booleans_too(folder):
+    study = ("name: t\nspace: space.yaml\nmode: ablation\nbase: {block: rep, channels: 8, depth: 1}\n"
+             "factors: {depth: [2]}\nseeds: [0, true]\n")
+    assert any("seeds[1]: expected a number, got true" in p for p in problems_of(write(folder, study)))
+    study = ("name: t\nspace: space.yaml\nmode: ablation\nbase: {block: rep, channels: true, depth: 1}\n"
+             "factors: {depth: [2]}\n")
+    assert any("channels" in p and "got true" in p for p in problems_of(write(folder, study)))
+    study = ("name: t\nspace: space.yaml\nmode: ablation\nbase: {block: rep, channels: 8, depth: 1, branches: true}\n"
+             "factors: {depth: [2]}\n")
+    assert any("branches" in p and "got true" in p for p in problems_of(write(folder, study)))
+
+
+def test_cli_refuses_them_with_exit_1(folder):
+    result = runner.invoke(app, ["launch", str(write(folder, "name: t\nspace: space.yaml\nn_trials: true\n")),
+                                 "--dry-run"])
+    assert result.exit_code == 1 and "n_trials: expected a number, got true" in result.output, result.output
+    result = runner.invoke(app, ["launch", str(write(folder, 'name: "evil\\nname"\nspace: space.yaml\n')),
+                                 "--dry-run", "--out", str(folder / "out")])
+    assert result.exit_code == 1 and "becomes a folder name" in result.output, result.output
+    assert not (folder / "out").exists()
+
+
+def test_trial_ids_with_a_trailing_newline_are_refused():
+    from sr_search.results.study_dir import check_trial_id
+
+    assert check_trial_id("0007") == "0007"
+    for bad in ("0007\n", "7", "../0007", "0007/..", "/abs/0007", "٠٠٠٧"):
+        with pytest.raises(SrSearchError, match="not a trial id"):
+            check_trial_id(bad)

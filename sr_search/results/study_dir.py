@@ -31,7 +31,7 @@ from ..errors import SrSearchError, StudyWriteError
 #: the Tune experiment's name inside a study folder
 TUNE_NAME = "ray"
 #: the runner's trial ids: four or more digits (0000, 0001, ..., 12345)
-TRIAL_ID = re.compile(r"^[0-9]{4,}$")
+TRIAL_ID = re.compile(r"[0-9]{4,}")
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,6 @@ def _umask() -> int:
 
 def check_trial_id(trial_id: str) -> str:
     """A trial id as the runner writes them (digits only), so no id can point outside the study folder."""
-    if not isinstance(trial_id, str) or not TRIAL_ID.match(trial_id):
+    if not isinstance(trial_id, str) or not TRIAL_ID.fullmatch(trial_id):
         raise SrSearchError(f"trial id {trial_id!r} is not a trial id of this tool (four or more digits, e.g. 0007)")
     return trial_id
