@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from .errors import FieldProblem, InvalidRecord
 
-
 #: a seed every library takes (numpy and Optuna's samplers want < 2**32; a search adds the trial number to it)
 MAX_SEED = 2**31 - 1
 
