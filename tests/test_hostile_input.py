@@ -151,3 +151,113 @@ def test_trial_ids_with_a_trailing_newline_are_refused():
     for bad in ("0007\n", "7", "../0007", "0007/..", "/abs/0007", "٠٠٠٧"):
         with pytest.raises(SrSearchError, match="not a trial id"):
             check_trial_id(bad)
+
+
+# --- case 5: data checked before Ray starts -----------------------------------------------------------------
+
+
+def image(path: Path, w: int, h: int, seed: int = 0) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def data_study(folder: Path, train: str = "train", val: str = "val", extra: str = "") -> Path:
+    """An x4 search over rep/plain (lr_patch 32: 128 px HR patches) on local folders."""
+    return write(folder, f"name: t\nspace: space.yaml\ndata: {{train: {train}, val: {{mine: {val}}}}}\n{extra}")
+
+
+@pytest.fixture
+def good_data(folder: Path) -> Path:
+    for i in range(3):
+        image(folder / "train" / f"t{i}.png", 160, 140, i)
+    image(folder / "val" / "v.png", 64, 48)
+    return folder
+
+
+def test_good_local_data_passes(good_data):
+    assert problems_of(data_study(good_data)) == []
+
+
+def test_empty_image_folder_is_refused(good_data):
+    (good_data / "empty").mkdir()
+    (good_data / "empty" / "notes.txt").write_text("no images here")
+    found = problems_of(data_study(good_data, train="empty"))
+    assert any("data.train:" in p and "empty' contains no images" in p for p in found), found
+
+
+def test_corrupt_pngs_and_a_text_file_named_png_name_their_paths(good_data):
+    whole = (good_data / "train" / "t0.png").read_bytes()
+    (good_data / "train" / "truncated.png").write_bytes(whole[: len(whole) // 2])
+    flipped = bytearray(whole)
+    flipped[len(flipped) // 2] ^= 0xFF
+    (good_data / "train" / "flipped.png").write_bytes(bytes(flipped))
+    (good_data / "val" / "notes.png").write_text("this is text, not a PNG")
+    found = problems_of(data_study(good_data))
+    for name, key in (("truncated.png", "data.train"), ("flipped.png", "data.train"), ("notes.png", "data.val.mine")):
+        assert any(f"{key}: cannot read image {good_data}" in p and name in p for p in found), (name, found)
+
+
+def test_a_1x1_image_and_images_smaller_than_the_patch_name_the_minimum_size(good_data):
+    image(good_data / "train" / "dot.png", 1, 1)
+    image(good_data / "train" / "small.png", 100, 300)
+    image(good_data / "val" / "dot.png", 1, 1)
+    found = problems_of(data_study(good_data))
+    train = [p for p in found if "data.train:" in p]
+    assert len(train) == 1 and "2 of 5 training images are smaller than the 128x128 px HR patch" in train[0], found
+    assert "dot.png (1x1)" in train[0] and "small.png (100x300)" in train[0]
+    assert any("data.val.mine:" in p and "dot.png is 1x1 px; the candidates need at least 4x4 px" in p
+               for p in found), found
+
+
+def test_validation_images_must_fit_the_largest_unshuffle_and_block_tile(good_data):
+    (good_data / "space.yaml").write_text("params:\n  block: [plain, rlfb]\n  channels: 16\n  depth: 1\n"
+                                          "  unshuffle: [1, 2]\n")
+    study = data_study(good_data, extra="train: {lr_patch: 30}\n")  # ESA tile 15 px after unshuffle 2
+    found = problems_of(study)
+    assert any("data.val.mine:" in p and "v.png is 64x48 px; the candidates need at least 120x120 px "
+               "(LR 30 px at x4, for rlfb with unshuffle 2)" in p for p in found), found
+
+
+def test_lr_patch_larger_than_every_training_image(folder):
+    found = problems_of(write(folder, "name: t\nspace: space.yaml\ntrain: {lr_patch: 2000}\n"))  # builtin data
+    assert any("train.lr_patch: lr_patch=2000 at x4 needs training images of at least 8000x8000 px" in p
+               and "coffee.png (600x400)" in p and "the largest patch every image holds is lr_patch=100" in p
+               for p in found), found
+    assert problems_of(write(folder, "name: t\nspace: space.yaml\ntrain: {lr_patch: 100}\n")) == []
+    assert any("Input should be less than or equal to 4096" in p
+               for p in problems_of(write(folder, "name: t\nspace: space.yaml\ntrain: {lr_patch: 96000}\n")))
+
+
+def test_val_max_size_below_what_the_candidates_need(good_data):
+    (good_data / "space.yaml").write_text("params:\n  block: rlfb\n  channels: 16\n  depth: 1\n  unshuffle: 2\n")
+    image(good_data / "val" / "v.png", 300, 300)
+    path = write(good_data, "name: t\nspace: space.yaml\ntrain: {lr_patch: 30}\n"
+                            "data: {train: train, val: {mine: val}, val_max_size: 64}\n")
+    found = problems_of(path)
+    assert any("data.val_max_size: val_max_size=64 crops validation images below the 120x120 px the candidates "
+               "need (LR 30 px at x4, for rlfb with unshuffle 2)" in p for p in found), found
+
+
+def test_train_max_images_limits_what_is_checked(good_data):
+    image(good_data / "train" / "zz_small.png", 10, 10)  # sorted last: not used with train_max_images: 3
+    assert problems_of(write(good_data, "name: t\nspace: space.yaml\n"
+                                        "data: {train: train, val: {mine: val}, train_max_images: 3}\n")) == []
+    assert any("zz_small.png (10x10)" in p for p in problems_of(data_study(good_data)))
+
+
+def test_launch_refuses_bad_data_before_ray_starts(good_data, monkeypatch):
+    import sr_search.run.tune.launch
+
+    (good_data / "train" / "t1.png").write_text("not an image")
+    monkeypatch.setattr(sr_search.run.tune.launch, "launch",
+                        lambda *a, **k: pytest.fail("launch must not start with unreadable data"))
+    result = runner.invoke(app, ["launch", str(data_study(good_data)), "--out", str(good_data / "run")])
+    assert result.exit_code == 1, result.output
+    assert f"cannot read image {good_data / 'train' / 't1.png'}" in result.output
+    assert not (good_data / "run").exists()
+    result = runner.invoke(app, ["validate", str(good_data / "study.yaml")])
+    assert result.exit_code == 1 and "t1.png" in result.output

@@ -134,19 +134,26 @@ def check_ablation(doc: Doc, study: Study, space: SearchSpace) -> None:
         doc.problem(("seeds",), f"a seed is listed twice: {list(study.seeds)}")
 
 
-def check_patch(doc: Doc, study: Study, space: SearchSpace) -> None:
-    """Every candidate's LR patch must divide by its unshuffle and keep the block's minimum tile (ESA: 15 px)."""
+def candidate_cases(study: Study, space: SearchSpace) -> set[tuple[str, int]] | None:
+    """(block, unshuffle) of every candidate the study can run; None when its ablation grid is broken."""
     if study.mode == "ablation":
         try:
-            cases = {(p.spec.block, p.spec.unshuffle) for p in space.grid(study.base_spec(), study.factors,
-                                                                              mode=study.design)}
+            return {(p.spec.block, p.spec.unshuffle) for p in space.grid(study.base_spec(), study.factors,
+                                                                         mode=study.design)}
         except SrSearchError:
-            return
-    else:
-        cases = set()
-        for block, params in space.plans:
-            entries = [p for p in params if p.field == "unshuffle"]
-            cases |= {(block, u) for u in (entries[0].values() if entries else (1,))}
+            return None
+    cases = set()
+    for block, params in space.plans:
+        entries = [p for p in params if p.field == "unshuffle"]
+        cases |= {(block, u) for u in (entries[0].values() if entries else (1,))}
+    return cases
+
+
+def check_patch(doc: Doc, study: Study, space: SearchSpace) -> None:
+    """Every candidate's LR patch must divide by its unshuffle and keep the block's minimum tile (ESA: 15 px)."""
+    cases = candidate_cases(study, space)
+    if cases is None:
+        return
     patch = study.train.lr_patch
     bad = sorted((b, u) for b, u in cases if patch % u or patch // u < family_of(b).min_lr_size)
     if bad:

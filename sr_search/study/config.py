@@ -41,6 +41,7 @@ from pydantic import ValidationError
 from ..errors import SrSearchError
 from .checks import (check_ablation, check_baselines, check_modes, check_patch, check_references, check_space,
                      report_validation, study_scale)
+from .data_check import check_data
 from .model import Study
 from .space import describe_space
 from .space_file import SPACE_KEYS, load_space, parse_space
@@ -78,6 +79,7 @@ def validate_study(doc: Doc, base_dir: Path | None) -> Study | None:
     if study.mode == "ablation":
         check_ablation(doc, study, space)
     check_patch(doc, study, space)
+    check_data(doc, study, space)  # the images: after the cheap checks, before anything heavy starts
     scale = study_scale(study, space)
     protocol = study.protocol
     if protocol.scale is not None and scale is not None and protocol.scale != scale:
