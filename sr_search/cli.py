@@ -6,12 +6,13 @@ from __future__ import annotations
 import functools
 import os
 import traceback
+import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
 import typer
 
-from .errors import SrSearchError, StudyStopped
+from .errors import SrSearchError, StudyDataWarning, StudyStopped, StudyWriteError
 
 app = typer.Typer(
     help="Architecture search and ablations for efficient super-resolution.",
@@ -32,7 +33,9 @@ def _guarded(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return fn(*args, **kwargs)
         except SrSearchError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -47,11 +50,38 @@ def _guarded(fn: Callable) -> Callable:
         except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
             if os.environ.get("SR_SEARCH_DEBUG"):
                 traceback.print_exc()
+            unwritten = _in_chain(exc, StudyWriteError)  # a full disk, possibly wrapped by Ray Tune
+            if unwritten is not None:
+                typer.echo(f"runtime failure: {unwritten}; everything written before it is kept and no partial file "
+                           f"is left: free space, then continue with launch --resume", err=True)
+                raise typer.Exit(EXIT_RUNTIME) from None
             typer.echo(f"runtime failure: {type(exc).__name__}: {exc} (SR_SEARCH_DEBUG=1 shows the traceback)",
                        err=True)
             raise typer.Exit(EXIT_RUNTIME) from None
 
     return wrapper
+
+
+def _in_chain(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """`exc` or the first exception of type `kind` among its causes and contexts."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A study's own warnings (a damaged file set aside) as one plain line; others as Python shows them."""
+    if issubclass(category, StudyDataWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
 
 
 @app.command()

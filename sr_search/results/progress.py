@@ -41,7 +41,7 @@ class ProgressState:
     @classmethod
     def start(cls, total: int, rows: pd.DataFrame, objectives: Mapping[str, str],
               dashboard: str | None) -> ProgressState:
-        kept = [c for c in ("trial_id", "status", "psnr_y", *objectives) if c in rows.columns]
+        kept = [c for c in dict.fromkeys(("trial_id", "status", "psnr_y", *objectives)) if c in rows.columns]
         records = {r["trial_id"]: r for r in rows[kept].to_dict("records")} if len(rows) else {}
         return cls(total, dict(objectives), dashboard, records, len(records))
 

@@ -11,6 +11,7 @@ literal of a study folder; they ask this object.
     <study>/checkpoints/<id>.pt     trained weights (keep_checkpoints: true)
     <study>/progress.json           what `sr-search status` reads
     <study>/report/, export/        the report, exported networks
+    <study>/set_aside/              unreadable files moved out of the way (never deleted), e.g. set_aside/trials/0003.parquet
 """
 
 from __future__ import annotations
@@ -99,6 +100,30 @@ class StudyDir:
 
     def export_file(self, trial_id: str, fmt: str) -> Path:
         return self.exports / f"{check_trial_id(trial_id)}.{fmt}"
+
+    @property
+    def set_aside_dir(self) -> Path:
+        return self.root / "set_aside"
+
+    def set_aside(self, path: Path) -> Path:
+        """Move an unreadable file of this study out of the way, never deleting it: `set_aside/<its path>`, with
+        `.1`, `.2`, ... when one is there already. Returns where it went; `StudyWriteError` when it cannot move."""
+        path = Path(path)
+        try:
+            relative = path.resolve().relative_to(self.root.resolve())
+        except ValueError:
+            relative = Path(path.name)
+        target = self.set_aside_dir / relative
+        n = 0
+        while target.exists() or target.is_symlink():
+            n += 1
+            target = self.set_aside_dir / relative.with_name(f"{relative.name}.{n}")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(path, target)
+        except OSError as exc:
+            raise StudyWriteError(target, exc) from exc
+        return target
 
     # --- what it is ----------------------------------------------------------------------------------------
 
