@@ -194,9 +194,9 @@ def pareto(study_dir: Path = typer.Argument(..., help="a study directory")) -> N
 @_guarded
 def export(
     study_dir: Path = typer.Argument(..., help="a study directory"),
-    trial: str = typer.Option(..., "--trial", help="trial id, e.g. 0007"),
+    trial: str = typer.Option(..., "--trial", help="trial id, e.g. 7 or 0007"),
     format: str = typer.Option("pt", "--format", help="pt (TorchScript) or onnx"),
-    out: Optional[Path] = typer.Option(None, "--out", help="output file"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output file or existing folder (default: STUDY_DIR/export/ID.FORMAT); the only file written"),
 ) -> None:
     """Write the deployed network of one trial (needs keep_checkpoints: true) and check the export."""
     from .results.export import export as run_export

@@ -139,6 +139,14 @@ class StudyDir:
     def exists(self) -> bool:
         return self.root.is_dir()
 
+    def inside(self, path: Path) -> Path:
+        """`path` resolved (symlinks followed), or an error when that leaves the study folder: a path derived from
+        user input (a trial id) must never read or write elsewhere."""
+        resolved, root = Path(path).resolve(), self.root.resolve()
+        if not resolved.is_relative_to(root):
+            raise SrSearchError(f"{path} resolves to {resolved}, outside the study directory {root}; refusing to use it")
+        return resolved
+
     def require(self) -> StudyDir:
         """Self, or an error naming the path when there is no study directory there."""
         if not self.root.is_dir():
@@ -209,6 +217,14 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def normalize_trial_id(text: str) -> str:
+    """A trial id as a user types it (`7`, `0007`, `00007`) in the runner's form (`0007`); anything but digits is
+    refused (`check_trial_id`)."""
+    if isinstance(text, str) and re.fullmatch(r"[0-9]{1,12}", text):
+        return f"{int(text):04d}"
+    return check_trial_id(text)
 
 
 def check_trial_id(trial_id: str) -> str:
