@@ -329,3 +329,11 @@ def test_full_disk_and_damaged_row_lose_nothing_and_resume_runs_exactly_the_miss
     assert {t: folder.trial_file(t).read_bytes() for t in others} == others  # only trial 0001 ran again
     assert (folder.set_aside_dir / "trials" / "0001.parquet").exists()
     assert pq.read_metadata(folder.results).num_rows == 3
+
+
+def test_status_with_a_damaged_progress_file_reports_the_rows(study):
+    study.progress.write_text('{"total": 3, "fin')
+    result = runner.invoke(app, ["status", str(study.root)])
+    assert result.exit_code == 0, result.output
+    assert f"warning: {study.progress} is unreadable" in result.output
+    assert "[3/?] complete 3" in result.output
