@@ -261,3 +261,23 @@ def test_launch_refuses_bad_data_before_ray_starts(good_data, monkeypatch):
     assert not (good_data / "run").exists()
     result = runner.invoke(app, ["validate", str(good_data / "study.yaml")])
     assert result.exit_code == 1 and "t1.png" in result.output
+
+
+@pytest.mark.parametrize("space, expected", [
+    ("params:\n  block: rep\n  depth: {low: 1, high: 99999999999999999999999}\n",
+     "params.depth: the range includes 99999999999999999999999: depth=99999999999999999999999 is not allowed; "
+     "allowed: an integer >= 0 and <= 128"),
+    ("params:\n  block: rep\n  width_mult: {low: 0.5, high: 16.0, step: 0.0000001}\n",
+     "params.width_mult: the range holds 155,000,001 values, more than the 100,000"),
+    ("params:\n  block: rep\n  channels: [true, 8]\n", "params.channels[0]: channels=true is not allowed"),
+    ("params:\n  block: rep\n  width_mult: {low: .nan, high: 2.0}\n", "params.width_mult.low: low must be a number"),
+    ("params:\n  block: rep\nconstraints: {max_macs: true}\n",
+     "space.yaml:3: constraints.max_macs: expected a number, got true (true/false is not a number)"),
+    ("params:\n  block: rep\nconstraints: {max_params: .inf}\n", "constraints.max_params: Input should be a finite"),
+])
+def test_space_files_refuse_huge_ranges_booleans_and_infinities(folder, space, expected):
+    path = write(folder, space, name="space.yaml")
+    found = problems_of(path)
+    assert any(expected in p for p in found), found
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1, result.output
