@@ -281,3 +281,23 @@ def test_space_files_refuse_huge_ranges_booleans_and_infinities(folder, space, e
     assert any(expected in p for p in found), found
     result = runner.invoke(app, ["validate", str(path)])
     assert result.exit_code == 1, result.output
+
+
+def test_ablation_grids_and_runs_are_bounded(folder):
+    write(folder, "params:\n  block: rep\n  channels: {low: 1, high: 1024}\n  depth: [1, 2, 3, 4]\n"
+                  "  activation: [relu, prelu, gelu, silu]\n  branches: [1, 2, 3, 4]\n  width_mult: [1.0, 2.0, 3.0, 4.0]\n"
+                  "  branch_form: [c3_bn_c1, c3_bn+c1_bn, c3_bn_c1_bn, c1_bn_c3]\n  global_skip: [nearest, bilinear, bicubic, none]\n",
+          name="space.yaml")
+    base = "base: {block: rep, channels: 8, depth: 1, activation: relu, branches: 1, width_mult: 1.0}\n"
+    factorial = ("name: t\nspace: space.yaml\nmode: ablation\ndesign: factorial\n" + base +
+                 "factors:\n  channels: [8, 16, 24, 32]\n  depth: [1, 2, 3, 4]\n  activation: [relu, prelu, gelu, silu]\n"
+                 "  branches: [1, 2, 3, 4]\n  width_mult: [1.0, 2.0, 3.0, 4.0]\n"
+                 "  branch_form: [c3_bn_c1, c3_bn+c1_bn, c3_bn_c1_bn, c1_bn_c3]\n"
+                 "  global_skip: [nearest, bilinear, bicubic, none]\n")
+    found = problems_of(write(folder, factorial))
+    assert any("factors: the factorial design has 16,384 cells (4 x 4 x 4 x 4 x 4 x 4 x 4 levels), more than the "
+               "10,000" in p for p in found), found
+    seeds = ("name: t\nspace: space.yaml\nmode: ablation\n" + base +
+             f"factors: {{channels: {list(range(9, 160))}}}\nseeds: {list(range(1000))}\n")
+    found = problems_of(write(folder, seeds))
+    assert any("seeds: 152 variants x 1000 seeds = 152,000 runs, more than the 100,000" in p for p in found), found
