@@ -12,16 +12,17 @@ heavy starts. Keys::
     constraints: {max_params, max_macs, max_latency_ms}   added to (and overriding) the space's constraints
     # mode: search
     sampler: tpe|nsga2|random|gp   default tpe
-    n_trials: int > 0              default 50
-    seed: int                      default 0 (sampler seed)
+    n_trials: int 1..100000        default 50
+    seed: int 0..2**31-1           default 0 (sampler seed)
     baselines: [PRESET, ...]       default []; sr_search.presets names, evaluated (enqueued) first
     # mode: ablation
     base: PRESET | {preset: PRESET, FIELD: VALUE...} | {FIELD: VALUE...}   required: the spec every variant changes
     factors: {FIELD: [LEVEL, ...]} required; a level is a value or {FIELD: VALUE...} that includes FIELD
     design: one_at_a_time | factorial   default one_at_a_time
-    seeds: [int, ...]              default [0]; every variant runs once per seed
+    seeds: [int, ...]              default [0]; every variant runs once per seed (variants x seeds <= 100000)
     # both
-    data: sr_search.study.settings.DataSpec          relative folders resolve against this file; `builtin:` as is
+    data: sr_search.study.settings.DataSpec          relative folders resolve against this file; `builtin:` as is;
+                               every image is checked before anything starts (sr_search/study/data_check.py)
     train: sr_search.study.settings.TrainBudget
     timing: auto | repsr | ntire23-x2 | ntire23-x3 | cpu | NAME | {inline protocol}   default auto
     protocols: {NAME: {protocol fields}}    custom protocols, usable by name in `timing`
