@@ -141,3 +141,15 @@ def test_trial_ids_are_normalised_and_checked():
         with pytest.raises(SrSearchError, match="not a trial id"):
             normalize_trial_id(bad)
     assert StudyDir("/s").trial_file("0007") == Path("/s/trials/0007.parquet")
+
+
+def test_export_of_a_trial_whose_row_was_set_aside_says_so(world):
+    study, _ = world
+    row = study / "trials" / "0001.parquet"
+    row.write_bytes(row.read_bytes()[:100])
+    result = runner.invoke(app, ["export", str(study), "--trial", "1"])
+    assert result.exit_code == 1
+    assert f"warning: {row} is unreadable" in result.output
+    assert "trial 0001's row was damaged and set aside" in result.output and "--resume" in result.output
+    result = runner.invoke(app, ["export", str(study), "--trial", "1"])
+    assert "set aside" in result.output and "warning" not in result.output

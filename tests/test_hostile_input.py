@@ -301,3 +301,9 @@ def test_ablation_grids_and_runs_are_bounded(folder):
              f"factors: {{channels: {list(range(9, 160))}}}\nseeds: {list(range(1000))}\n")
     found = problems_of(write(folder, seeds))
     assert any("seeds: 152 variants x 1000 seeds = 152,000 runs, more than the 100,000" in p for p in found), found
+
+
+def test_a_1x1_training_image_gives_no_impossible_advice(good_data):
+    image(good_data / "train" / "dot.png", 1, 1)
+    train = [p for p in problems_of(data_study(good_data)) if "data.train:" in p]
+    assert len(train) == 1 and train[0].endswith("dot.png (1x1); drop them"), train

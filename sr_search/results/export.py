@@ -34,6 +34,10 @@ def load_trained(study_dir: str | Path, trial_id: str) -> torch.nn.Module:
     folder.inside(folder.trial_file(trial_id))  # a symlink out of the study folder is refused
     row = read_trial_row(folder, trial_id)
     if row is None:
+        aside = folder.aside_of(folder.trial_file(trial_id))
+        if aside.exists():
+            raise SrSearchError(f"trial {trial_id}'s row was damaged and set aside ({aside}); it runs again on "
+                                f"launch --resume, and can be exported after that")
         raise SrSearchError(f"no trial {trial_id!r} in {folder.root} (its rows are {folder.trials}/*.parquet)")
     if row["status"] != "complete":
         raise SrSearchError(f"trial {trial_id} did not complete (status {row['status']}: {row.get('error')})")

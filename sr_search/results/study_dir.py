@@ -105,19 +105,23 @@ class StudyDir:
     def set_aside_dir(self) -> Path:
         return self.root / "set_aside"
 
+    def aside_of(self, path: Path) -> Path:
+        """Where `set_aside` first puts `path` (a file of this study)."""
+        try:
+            relative = Path(path).resolve().relative_to(self.root.resolve())
+        except ValueError:
+            relative = Path(Path(path).name)
+        return self.set_aside_dir / relative
+
     def set_aside(self, path: Path) -> Path:
         """Move an unreadable file of this study out of the way, never deleting it: `set_aside/<its path>`, with
         `.1`, `.2`, ... when one is there already. Returns where it went; `StudyWriteError` when it cannot move."""
         path = Path(path)
-        try:
-            relative = path.resolve().relative_to(self.root.resolve())
-        except ValueError:
-            relative = Path(path.name)
-        target = self.set_aside_dir / relative
+        target = first = self.aside_of(path)
         n = 0
         while target.exists() or target.is_symlink():
             n += 1
-            target = self.set_aside_dir / relative.with_name(f"{relative.name}.{n}")
+            target = first.with_name(f"{first.name}.{n}")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.rename(path, target)

@@ -65,15 +65,17 @@ def _check_train_sizes(doc: Doc, images: list[tuple[Path, int, int]], lr_patch: 
     fits = min(min(w, h) for _, w, h in images) // scale
     shown = ", ".join(f"{path} ({w}x{h})" for _, path, w, h in small[:SHOWN])
     more = f" and {len(small) - SHOWN} more" if len(small) > SHOWN else ""
+    smaller = f", or use lr_patch <= {fits}" if fits >= 1 else ""
     if len(small) == len(images):
         doc.problem(("train", "lr_patch"),
                     f"lr_patch={lr_patch} at x{scale} needs training images of at least {need}x{need} px, and none "
-                    f"of the {len(images)} is that large: {shown}{more}; the largest patch every image holds is "
-                    f"lr_patch={fits}")
+                    f"of the {len(images)} is that large: {shown}{more}; "
+                    + (f"the largest patch every image holds is lr_patch={fits}" if fits >= 1 else
+                       "use larger images"))
     else:
         doc.problem(("data", "train"),
                     f"{len(small)} of {len(images)} training images are smaller than the {need}x{need} px HR patch "
-                    f"(lr_patch {lr_patch} x scale {scale}): {shown}{more}; drop them, or use lr_patch <= {fits}")
+                    f"(lr_patch {lr_patch} x scale {scale}): {shown}{more}; drop them{smaller}")
 
 
 def _check_val_sizes(doc: Doc, key: KeyPath, images: list[tuple[Path, int, int]], study: Study,
