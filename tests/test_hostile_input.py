@@ -265,8 +265,8 @@ def test_launch_refuses_bad_data_before_ray_starts(good_data, monkeypatch):
 
 @pytest.mark.parametrize("space, expected", [
     ("params:\n  block: rep\n  depth: {low: 1, high: 99999999999999999999999}\n",
-     "params.depth: the range includes 99999999999999999999999: depth=99999999999999999999999 is not allowed; "
-     "allowed: an integer >= 0 and <= 128"),
+     ("params.depth: the range includes 99999999999999999999999: depth=99999999999999999999999 is not allowed; "
+      "allowed: an integer >= 0 and <= 128")),
     ("params:\n  block: rep\n  width_mult: {low: 0.5, high: 16.0, step: 0.0000001}\n",
      "params.width_mult: the range holds 155,000,001 values, more than the 100,000"),
     ("params:\n  block: rep\n  channels: [true, 8]\n", "params.channels[0]: channels=true is not allowed"),
