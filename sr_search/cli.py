@@ -9,13 +9,14 @@ import os
 import re
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
 import typer
 from typer.core import TyperGroup
 
-from .errors import SrSearchError, StudyStopped
+from .errors import SrSearchError, StudyDataWarning, StudyStopped, StudyWriteError
 
 
 class _Commands(TyperGroup):
@@ -58,7 +59,9 @@ def _guarded(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            result = fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                result = fn(*args, **kwargs)
             sys.stdout.flush()  # a closed pipe fails here, inside the guard, not at interpreter exit
             return result
         except BrokenPipeError:
@@ -78,6 +81,12 @@ def _guarded(fn: Callable) -> Callable:
         except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
             if os.environ.get("SR_SEARCH_DEBUG"):
                 traceback.print_exc()
+            unwritten = _in_chain(exc, StudyWriteError)  # a full disk, possibly wrapped by Ray Tune
+            if unwritten is not None:
+                typer.echo(_relative_text(f"runtime failure: {unwritten}; everything written before it is kept and "
+                                          f"no partial file is left: free space, then continue with launch --resume"),
+                           err=True)
+                raise typer.Exit(EXIT_RUNTIME) from None
             typer.echo(_relative_text(f"runtime failure: {type(exc).__name__}: {exc} (SR_SEARCH_DEBUG=1 shows the "
                                       f"traceback)"), err=True)
             raise typer.Exit(EXIT_RUNTIME) from None
@@ -121,6 +130,28 @@ def _relative_text(text: str) -> str:
 
 def _echo(message: str) -> None:
     typer.echo(_relative_text(str(message)))
+
+
+def _in_chain(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """`exc` or the first exception of type `kind` among its causes and contexts."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A study's own warnings (a damaged file set aside) as one plain line; others as Python shows them."""
+    if issubclass(category, StudyDataWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
 
 
 @app.command()
@@ -250,9 +281,9 @@ def effects(
 @_guarded
 def export(
     study_dir: Path = typer.Argument(..., help="a study directory"),
-    trial: str = typer.Option(..., "--trial", help="trial id, e.g. 0007"),
+    trial: str = typer.Option(..., "--trial", help="trial id, e.g. 7 or 0007"),
     format: str = typer.Option("pt", "--format", help="pt (TorchScript) or onnx"),
-    out: Optional[Path] = typer.Option(None, "--out", help="output file"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output file or existing folder (default: STUDY_DIR/export/ID.FORMAT); the only file written"),
 ) -> None:
     """Write the deployed network of one trial (needs keep_checkpoints: true) and check the export."""
     from .results.export import export as run_export

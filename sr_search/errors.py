@@ -61,6 +61,11 @@ class StudyWriteError(OSError):
         self.path = path
 
 
+class StudyDataWarning(UserWarning):
+    """A file of a study folder could not be used (a truncated or corrupt row): named, moved aside, and the study
+    goes on without it (the CLI prints it as `warning: ...`)."""
+
+
 class StudyStopped(Exception):
     """A study stopped before all its trials finished (Ctrl-C): nothing finished is lost; resume it."""
 

@@ -7,15 +7,73 @@ natively and `field_problems` reads the problems, with their full paths, out of 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import types
+import typing
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from .errors import FieldProblem, InvalidRecord
 
+#: a seed every library takes (numpy and Optuna's samplers want < 2**32; a search adds the trial number to it)
+MAX_SEED = 2**31 - 1
+
+
+def no_bool_numbers(model: type[BaseModel], data: Any) -> Any:
+    """Refuse YAML's true/false where a field wants a number: pydantic would take them as 1 and 0, so
+    `n_trials: true` would run one trial and `colors: true` train on Y. Use as a `model_validator(mode="before")`
+    (records, study sections and block families have it); containers of numbers are checked element by element."""
+    if not isinstance(data, Mapping):
+        return data
+    problems = []
+    for name, info in model.model_fields.items():
+        for key in (name, info.alias):
+            if key is not None and key in data:
+                problems += [FieldProblem((key, *path), f"expected a number, got {str(value).lower()} (true/false "
+                                                        f"is not a number)", value=value)
+                             for path, value in _bools(info.annotation, data[key], ())]
+                break
+    if problems:
+        raise ProblemList(problems)
+    return data
+
+
+def _wants_number(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation in (int, float):
+        return True
+    if origin is Annotated:
+        return _wants_number(typing.get_args(annotation)[0])
+    if origin is Literal:
+        args = typing.get_args(annotation)
+        return all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(args) and all(_wants_number(a) for a in args)
+    return False
+
+
+def _bools(annotation: Any, value: Any, path: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], bool]]:
+    """(path, value) of every bool in `value` where `annotation` wants a number."""
+    if isinstance(value, bool):
+        return [(path, value)] if _wants_number(annotation) else []
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return _bools(args[0], value, path)
+    if origin in (typing.Union, types.UnionType):
+        containers = [a for a in args if typing.get_origin(a) in (tuple, list, dict)]
+        return _bools(containers[0], value, path) if len(containers) == 1 else []
+    if origin in (tuple, list) and isinstance(value, (list, tuple)):
+        items = args[:1] * len(value) if origin is list or (len(args) == 2 and args[1] is Ellipsis) else args
+        return [found for i, (a, v) in enumerate(zip(items, value)) for found in _bools(a, v, (*path, i))]
+    if origin is dict and isinstance(value, Mapping) and len(args) == 2:
+        return [found for k, v in value.items() for found in _bools(args[1], v, (*path, k))]
+    return []
+
 
 class Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     #: how messages name the record (the study-file section for data/train)
     record_name: ClassVar[str] = ""
@@ -27,6 +85,11 @@ class Record(BaseModel):
             problems = field_problems(exc, type(self))
             name = self.record_name or type(self).__name__
             raise InvalidRecord("\n".join(f"{name} {problem_line(p)}" for p in problems), problems) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        return no_bool_numbers(cls, data)
 
 
 def field_problems(exc: ValidationError, model: type[BaseModel] | None = None) -> list[FieldProblem]:

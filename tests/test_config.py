@@ -202,6 +202,9 @@ def test_relative_paths_resolve_against_the_study_file(tmp_path, monkeypatch):
     (tmp_path / "spaces").mkdir()
     (tmp_path / "spaces" / "s.yaml").write_text(SPACE)
     (tmp_path / "exp" / "imgs" / "val").mkdir(parents=True)
+    from PIL import Image  # the folders must hold readable images (checked with the study)
+
+    Image.new("RGB", (200, 200)).save(tmp_path / "exp" / "imgs" / "val" / "a.png")
     study_file = write(tmp_path / "exp", "name: rel\nspace: ../spaces/s.yaml\n"
                                          "data: {train: imgs, val: {mine: imgs/val, builtin: 'builtin:'}}\n")
     monkeypatch.chdir(ROOT)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import SrSearchError
+from ..errors import SrSearchError, StudyDataWarning
 from . import store
 from .pareto import pareto_front
 from .study_dir import StudyDir, atomic_write
@@ -41,7 +42,7 @@ class ProgressState:
     @classmethod
     def start(cls, total: int, rows: pd.DataFrame, objectives: Mapping[str, str],
               dashboard: str | None) -> ProgressState:
-        kept = [c for c in ("trial_id", "status", "psnr_y", *objectives) if c in rows.columns]
+        kept = [c for c in dict.fromkeys(("trial_id", "status", "psnr_y", *objectives)) if c in rows.columns]
         records = {r["trial_id"]: r for r in rows[kept].to_dict("records")} if len(rows) else {}
         return cls(total, dict(objectives), dashboard, records, len(records))
 
@@ -99,7 +100,7 @@ def progress_line(state: Mapping[str, Any]) -> str:
     eta_text = "?" if eta is None else f"{eta / 60:.1f} min"
     best = state.get("best_psnr_y")
     pruned = f", pruned {state['pruned']}" if state.get("pruned") else ""
-    return (f"[{state['finished']}/{state['total']}] complete {state['complete']}, running {state.get('running', 0)}, "
+    return (f"[{state['finished']}/{state['total'] or '?'}] complete {state['complete']}, running {state.get('running', 0)}, "
             f"failed {state['failed']}, infeasible {state['infeasible']}{pruned} | best PSNR-Y "
             f"{'-' if best is None else f'{best:.3f} dB'} | front {state['front_size']} | "
             f"elapsed {state.get('elapsed_s', 0) / 60:.1f} min, ETA {eta_text}")
@@ -137,7 +138,14 @@ def status(study_dir: str | Path) -> str:
     progress_file = StudyDir(study_dir).progress
     if not progress_file.exists():
         raise SrSearchError(f"{study_dir} is not a study directory (no progress.json); was it launched?")
-    state = json.loads(progress_file.read_text())
+    try:
+        state = json.loads(progress_file.read_text())
+        if not isinstance(state, dict):
+            raise ValueError(f"a JSON {type(state).__name__}, not an object")
+    except (ValueError, UnicodeDecodeError) as exc:  # damaged: the rows still say what finished
+        warnings.warn(StudyDataWarning(f"{progress_file} is unreadable ({exc}); counts below come from the trial "
+                                       f"rows (the total is unknown until the driver writes it again)"), stacklevel=2)
+        state = {"state": "unknown"}
     state.update(summarize(study_dir, store.study_objectives(study_dir), state.get("total", 0)))
     age = time.time() - state.get("updated_at", time.time())
     lines = [progress_line(state), *running_lines(state),

@@ -3,6 +3,10 @@
 Each trial writes `trials/<trial_id>.parquet` (temp file + rename, so a crash never leaves half a row);
 `results.parquet` is a consolidated copy. The per-trial files are the source of truth: `load_results` reads
 them, so a killed driver loses no finished trial.
+
+A row file damaged on disk (truncated, corrupt, or not one row of its trial) is named in a `StudyDataWarning`,
+moved aside (`StudyDir.set_aside`, never deleted) and left out, so its trial counts as not done and runs again on
+resume; everything else loads. `consolidate` never replaces `results.parquet` with fewer rows than it holds.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import ast
 import json
 import math
 import typing
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,10 +23,11 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 
+from ..errors import StudyDataWarning, StudyWriteError
 from ..model.spec import ArchSpec, spec_field_infos
 from ..study.model import DEFAULT_OBJECTIVES
+from ..study.yamlfile import load_bounded
 from .study_dir import StudyDir, atomic_write
 
 STATUSES = ("complete", "infeasible", "failed", "pruned")
@@ -116,7 +122,8 @@ def _table(row: dict[str, Any]) -> pa.Table:
 
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    # page checksums: a bit flipped on disk is a damaged file (set aside), not a silently wrong PSNR
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, write_page_checksum=True))
 
 
 def write_trial_row(study_dir: str | Path | StudyDir, row: dict[str, Any]) -> Path:
@@ -127,10 +134,13 @@ def write_trial_row(study_dir: str | Path | StudyDir, row: dict[str, Any]) -> Pa
 
 
 def read_trial_row(study_dir: str | Path | StudyDir, trial_id: str) -> dict[str, Any] | None:
-    path = StudyDir(study_dir).trial_file(trial_id)
+    """A trial's row, or None when it has none (or its file is damaged: then it is moved aside, with a warning)."""
+    where = StudyDir(study_dir)
+    path = where.trial_file(trial_id)
     if not path.exists():
         return None
-    return pq.read_table(path).to_pylist()[0]
+    table = _read_row(where, path)
+    return table.to_pylist()[0] if table is not None else None
 
 
 def load_results(study_dir: str | Path | StudyDir) -> pd.DataFrame:
@@ -144,13 +154,17 @@ def load_results(study_dir: str | Path | StudyDir) -> pd.DataFrame:
 
 
 def _read_rows(where: StudyDir) -> pd.DataFrame:
-    """The rows as stored (parquet types), what `consolidate` writes back."""
+    """The rows as stored (parquet types), what `consolidate` writes back. A damaged row file is named in a
+    `StudyDataWarning`, moved aside and left out (its trial runs again on resume)."""
     files = sorted(where.trials.glob("*.parquet"))
-    if not files:
-        if where.results.exists():
-            return pd.read_parquet(where.results)
+    if files:
+        tables = [t for t in (_read_row(where, f) for f in files) if t is not None]
+    elif where.results.exists():  # a study folder copied without its trial files
+        tables = [t for t in [_read(where, where.results, "results")] if t is not None]
+    else:
+        tables = []
+    if not tables:
         return pd.DataFrame({name: pd.Series(dtype=t.to_pandas_dtype()) for name, t in schema().items()})
-    tables = [pq.read_table(f) for f in files]
     table = pa.concat_tables(tables, promote_options="default")
     return table.to_pandas().sort_values("trial_id", kind="stable").reset_index(drop=True)
 
@@ -203,18 +217,88 @@ def _plain(value: Any) -> Any:
 
 
 def consolidate(study_dir: str | Path | StudyDir) -> Path:
-    """Write `results.parquet` from the per-trial files (atomically) and return its path."""
+    """Write `results.parquet` from the per-trial files (atomically) and return its path. It is never replaced by
+    fewer rows than it holds (a row file lost or set aside): then it is kept, with a warning, until the missing
+    trials have run again."""
     where = StudyDir(study_dir)
     df = _read_rows(where.require())
+    held = _rows_held(where)
+    if held is not None and len(df) < held:
+        warnings.warn(StudyDataWarning(
+            f"{where.results} keeps its {held} rows: the trial files hold {len(df)} (a row file was lost or set "
+            f"aside); it is rewritten once the missing trials have run again (launch --resume)"), stacklevel=2)
+        return where.results
     _atomic_write(pa.Table.from_pandas(df, preserve_index=False), where.results)
     return where.results
+
+
+# --- damaged files -------------------------------------------------------------------------------------------
+
+
+def _read_row(where: StudyDir, path: Path) -> pa.Table | None:
+    """The one-row table of trial file `path`, or None (warned, moved aside) when it is not that."""
+    return _read(where, path, "row")
+
+
+def _read(where: StudyDir, path: Path, kind: str) -> pa.Table | None:
+    try:
+        table = pq.read_table(path, page_checksum_verification=True)
+        why = _not_a_row(table, path.stem) if kind == "row" else None
+    except (FileNotFoundError, PermissionError):
+        if not path.exists():
+            return None  # gone since it was listed
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        why = f"{type(exc).__name__}: {exc}".strip()
+    if why is None:
+        return table
+    then = (f"trial {path.stem} counts as not done and runs again on resume (launch --resume)" if kind == "row"
+            else "the trial files are the record; it is rewritten from them")
+    _set_aside(where, path, why, then)
+    return None
+
+
+def _not_a_row(table: pa.Table, trial_id: str) -> str | None:
+    """Why `table` is not the row of `trial_id` (None when it is)."""
+    if table.num_rows != 1:
+        return f"it holds {table.num_rows} rows, not one"
+    if not {"trial_id", "status"} <= set(table.column_names):
+        return "it has no trial_id or status column"
+    row_id, status = table.column("trial_id")[0].as_py(), table.column("status")[0].as_py()
+    if row_id != trial_id:
+        return f"it holds the row of trial {row_id!r}"
+    if status not in STATUSES:
+        return f"its status {status!r} is none of {', '.join(STATUSES)}"
+    return None
+
+
+def _rows_held(where: StudyDir) -> int | None:
+    """How many rows `results.parquet` holds (None when there is none, or it is damaged: then it is set aside)."""
+    if not where.results.exists():
+        return None
+    try:
+        return pq.read_metadata(where.results).num_rows
+    except (pa.ArrowException, OSError) as exc:
+        if isinstance(exc, PermissionError):
+            raise
+        _set_aside(where, where.results, f"{type(exc).__name__}: {exc}".strip(),
+                   "it is rewritten from the trial files")
+        return None
+
+
+def _set_aside(where: StudyDir, path: Path, why: str, then: str) -> None:
+    try:
+        done = f"moved to {where.set_aside(path)}"
+    except StudyWriteError as exc:
+        done = f"left where it is ({exc}) and skipped"
+    warnings.warn(StudyDataWarning(f"{path} is unreadable ({why}): {done}; {then}"), stacklevel=4)
 
 
 def study_objectives(study_dir: str | Path | StudyDir) -> dict[str, str]:
     """The objectives of the study frozen in `study_dir` (the default objectives if it names none)."""
     frozen = StudyDir(study_dir).study_file
     if frozen.exists():
-        data = yaml.safe_load(frozen.read_text()) or {}
+        data = load_bounded(frozen.read_text(), frozen) or {}
         if isinstance(data.get("objectives"), dict):
             return data["objectives"]
     return dict(DEFAULT_OBJECTIVES)

@@ -12,6 +12,7 @@ literal of a study folder; they ask this object.
     <study>/rungs/<id>.json         successive halving: rung points, promotions, the latest rung checkpoint
     <study>/progress.json           what `sr-search status` reads
     <study>/report/, export/        the report, exported networks
+    <study>/set_aside/              unreadable files moved out of the way (never deleted), e.g. set_aside/trials/0003.parquet
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from ..errors import SrSearchError, StudyWriteError
 #: the Tune experiment's name inside a study folder
 TUNE_NAME = "ray"
 #: the runner's trial ids: four or more digits (0000, 0001, ..., 12345)
-TRIAL_ID = re.compile(r"^[0-9]{4,}$")
+TRIAL_ID = re.compile(r"[0-9]{4,}")
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,34 @@ class StudyDir:
     def export_file(self, trial_id: str, fmt: str) -> Path:
         return self.exports / f"{check_trial_id(trial_id)}.{fmt}"
 
+    @property
+    def set_aside_dir(self) -> Path:
+        return self.root / "set_aside"
+
+    def aside_of(self, path: Path) -> Path:
+        """Where `set_aside` first puts `path` (a file of this study)."""
+        try:
+            relative = Path(path).resolve().relative_to(self.root.resolve())
+        except ValueError:
+            relative = Path(Path(path).name)
+        return self.set_aside_dir / relative
+
+    def set_aside(self, path: Path) -> Path:
+        """Move an unreadable file of this study out of the way, never deleting it: `set_aside/<its path>`, with
+        `.1`, `.2`, ... when one is there already. Returns where it went; `StudyWriteError` when it cannot move."""
+        path = Path(path)
+        target = first = self.aside_of(path)
+        n = 0
+        while target.exists() or target.is_symlink():
+            n += 1
+            target = first.with_name(f"{first.name}.{n}")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(path, target)
+        except OSError as exc:
+            raise StudyWriteError(target, exc) from exc
+        return target
+
     # --- what it is ----------------------------------------------------------------------------------------
 
     @property
@@ -122,6 +151,14 @@ class StudyDir:
 
     def exists(self) -> bool:
         return self.root.is_dir()
+
+    def inside(self, path: Path) -> Path:
+        """`path` resolved (symlinks followed), or an error when that leaves the study folder: a path derived from
+        user input (a trial id) must never read or write elsewhere."""
+        resolved, root = Path(path).resolve(), self.root.resolve()
+        if not resolved.is_relative_to(root):
+            raise SrSearchError(f"{path} resolves to {resolved}, outside the study directory {root}; refusing to use it")
+        return resolved
 
     def require(self) -> StudyDir:
         """Self, or an error naming the path when there is no study directory there."""
@@ -195,8 +232,16 @@ def _umask() -> int:
     return mask
 
 
+def normalize_trial_id(text: str) -> str:
+    """A trial id as a user types it (`7`, `0007`, `00007`) in the runner's form (`0007`); anything but digits is
+    refused (`check_trial_id`)."""
+    if isinstance(text, str) and re.fullmatch(r"[0-9]{1,12}", text):
+        return f"{int(text):04d}"
+    return check_trial_id(text)
+
+
 def check_trial_id(trial_id: str) -> str:
     """A trial id as the runner writes them (digits only), so no id can point outside the study folder."""
-    if not isinstance(trial_id, str) or not TRIAL_ID.match(trial_id):
+    if not isinstance(trial_id, str) or not TRIAL_ID.fullmatch(trial_id):
         raise SrSearchError(f"trial id {trial_id!r} is not a trial id of this tool (four or more digits, e.g. 0007)")
     return trial_id

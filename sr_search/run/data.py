@@ -35,23 +35,23 @@ import torch
 from ..errors import SrSearchError
 from ..model.blocks import family_of
 from ..model.spec import ArchSpec
+from ..study.images import (
+    BUILTIN_TRAIN,
+    BUILTIN_VAL,
+    IMAGE_SUFFIXES,
+    builtin_folder,
+    list_images,
+    source_files,
+)
 from ..study.settings import BUILTIN, DataSpec
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+__all__ = ["BUILTIN", "BUILTIN_TRAIN", "BUILTIN_VAL", "IMAGE_SUFFIXES", "DataSpec", "TrainData", "ValImage",
+           "builtin_folder", "check_patch", "check_val", "degrade", "imresize", "list_images", "load_train",
+           "load_val", "mod_crop", "read_image", "to_colors"]
 #: MATLAB rgb2ycbcr Y row for RGB in [0, 1]; Y lands in [16, 235] (BT.601 studio swing)
 Y_WEIGHTS = (65.481, 128.553, 24.966)
 Y_OFFSET = 16.0
 
-BUILTIN_TRAIN: dict[str, tuple[str, ...]] = {
-    "coffee": ("coffee.png",),
-    "rocket": ("rocket.jpg",),
-    "motorcycle": ("motorcycle_left.png", "motorcycle_right.png"),
-    "immunohistochemistry": ("ihc.png",),
-}
-BUILTIN_VAL: dict[str, tuple[str, ...]] = {
-    "astronaut": ("astronaut.png",),
-    "chelsea": ("chelsea.png",),
-}
 
 
 
@@ -150,12 +150,6 @@ def _check_scale(scale: int) -> None:
 # --- reading images --------------------------------------------------------------------------------
 
 
-def builtin_folder() -> Path:
-    import skimage.data
-
-    return Path(skimage.data.__file__).parent
-
-
 def read_image(path: Path) -> np.ndarray:
     """An image file as an (H, W, 3) uint8 RGB array; an unreadable file names its path."""
     from PIL import Image
@@ -175,40 +169,6 @@ def read_image(path: Path) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise SrSearchError(f"cannot read image {path}: unexpected shape {arr.shape}")
     return arr
-
-
-def list_images(folder: str | Path, what: str = "image folder") -> list[Path]:
-    """Image files under `folder` (recursive, sorted); a missing or empty folder is an error naming it."""
-    root = Path(folder)
-    if not root.exists():
-        raise SrSearchError(f"{what} {str(folder)!r} does not exist")
-    if not root.is_dir():
-        raise SrSearchError(f"{what} {str(folder)!r} is not a folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise SrSearchError(
-            f"{what} {str(folder)!r} contains no images (looked recursively for {', '.join(IMAGE_SUFFIXES)})"
-        )
-    return files
-
-
-def _source_files(source: str, split: str, what: str) -> list[tuple[str, Path]]:
-    """(name, path) pairs for a folder or the built-in split."""
-    if source == BUILTIN:
-        folder = builtin_folder()
-        table = BUILTIN_TRAIN if split == "train" else BUILTIN_VAL
-        pairs = []
-        for scene, files in table.items():
-            for f in files:
-                path = folder / f
-                if not path.is_file():
-                    raise SrSearchError(f"built-in image {f!r} is missing from scikit-image ({folder})")
-                pairs.append((Path(f).stem if len(files) > 1 else scene, path))
-        return pairs
-    if source.startswith("builtin"):
-        raise SrSearchError(f"{what} {source!r}: the built-in set is spelled exactly {BUILTIN!r}")
-    root = Path(source)
-    return [(str(p.relative_to(root).with_suffix("")), p) for p in list_images(root, what)]
 
 
 def mod_crop(img: np.ndarray, multiple: int) -> np.ndarray:
@@ -245,7 +205,7 @@ def _load_train_pairs(
     source: str, scale: int, max_images: int | None
 ) -> tuple[tuple[str, torch.Tensor, torch.Tensor], ...]:
     """(name, HR, LR) uint8 CHW, cached per process: a search trains many candidates on the same data."""
-    files = _source_files(source, "train", "data.train folder")
+    files = source_files(source, "train", "data.train folder")
     if max_images is not None:
         files = files[:max_images]
     out = []
@@ -376,7 +336,7 @@ def load_val(spec: DataSpec, scale: int, colors: int) -> dict[str, list[ValImage
     sets: dict[str, list[ValImage]] = {}
     for set_name, source in spec.val.items():
         images = []
-        for name, path in _source_files(source, "val", f"data.val.{set_name} folder"):
+        for name, path in source_files(source, "val", f"data.val.{set_name} folder"):
             hr, lr = _pair(path, scale, spec.val_max_size, f"validation set {set_name!r}")
             lr_t = to_colors(_chw(lr), colors, 255.0)
             images.append(ValImage(name=name, hr=_chw(hr), lr=lr_t))

@@ -14,7 +14,7 @@ from ..errors import SrSearchError
 from ..model.blocks import family_of
 from ..model.presets import PRESETS
 from ..records import field_problems
-from .model import ABLATION_KEYS, SEARCH_KEYS, Study
+from .model import ABLATION_KEYS, MAX_TRIALS, SEARCH_KEYS, Study
 from .protocols import PROTOCOLS
 from .settings import BUILTIN
 from .space import SearchSpace
@@ -127,26 +127,37 @@ def check_ablation(doc: Doc, study: Study, space: SearchSpace) -> None:
     except SrSearchError as exc:
         doc.problem(("base",), str(exc))
         return
-    _, problems = space.grid_problems(base, study.factors, study.design)
+    points, problems = space.grid_problems(base, study.factors, study.design)
     for path, message in problems:
         doc.problem(path if path[:1] in (("base",), ("design",)) else ("factors", *path), message)
     if len(set(study.seeds)) != len(study.seeds):
         doc.problem(("seeds",), f"a seed is listed twice: {list(study.seeds)}")
+    runs = len(points) * len(study.seeds)
+    if runs > MAX_TRIALS:
+        doc.problem(("seeds",), f"{len(points):,} variants x {len(study.seeds)} seeds = {runs:,} runs, more than the "
+                                f"{MAX_TRIALS:,} a study may run; use fewer seeds or levels")
+
+
+def candidate_cases(study: Study, space: SearchSpace) -> set[tuple[str, int]] | None:
+    """(block, unshuffle) of every candidate the study can run; None when its ablation grid is broken."""
+    if study.mode == "ablation":
+        try:
+            return {(p.spec.block, p.spec.unshuffle) for p in space.grid(study.base_spec(), study.factors,
+                                                                         mode=study.design)}
+        except SrSearchError:
+            return None
+    cases = set()
+    for block, params in space.plans:
+        entries = [p for p in params if p.field == "unshuffle"]
+        cases |= {(block, u) for u in (entries[0].values() if entries else (1,))}
+    return cases
 
 
 def check_patch(doc: Doc, study: Study, space: SearchSpace) -> None:
     """Every candidate's LR patch must divide by its unshuffle and keep the block's minimum tile (ESA: 15 px)."""
-    if study.mode == "ablation":
-        try:
-            cases = {(p.spec.block, p.spec.unshuffle) for p in space.grid(study.base_spec(), study.factors,
-                                                                              mode=study.design)}
-        except SrSearchError:
-            return
-    else:
-        cases = set()
-        for block, params in space.plans:
-            entries = [p for p in params if p.field == "unshuffle"]
-            cases |= {(block, u) for u in (entries[0].values() if entries else (1,))}
+    cases = candidate_cases(study, space)
+    if cases is None:
+        return
     patch = study.train.lr_patch
     bad = sorted((b, u) for b, u in cases if patch % u or patch // u < family_of(b).min_lr_size)
     if bad:

@@ -12,17 +12,18 @@ heavy starts. Keys::
     constraints: {max_params, max_macs, max_latency_ms}   added to (and overriding) the space's constraints
     # mode: search
     sampler: tpe|nsga2|random|gp   default tpe
-    n_trials: int > 0              default 50
-    seed: int                      default 0 (sampler seed)
+    n_trials: int 1..100000        default 50
+    seed: int 0..2**31-1           default 0 (sampler seed)
     baselines: [PRESET, ...]       default []; sr_search.presets names, evaluated (enqueued) first
     # mode: ablation
     base: PRESET | {preset: PRESET, FIELD: VALUE...} | {FIELD: VALUE...}   required: the spec every variant changes
     factors: {FIELD: [LEVEL, ...]} required; a level is a value or {FIELD: VALUE...} that includes FIELD
     design: one_at_a_time | factorial   default one_at_a_time
-    seeds: [int, ...]              default [0]; every variant runs once per seed
+    seeds: [int, ...]              default [0]; every variant runs once per seed (variants x seeds <= 100000)
     base_seeds: int                default len(seeds); the base runs with this many seeds in all (the noise floor)
     # both
-    data: sr_search.study.settings.DataSpec          relative folders resolve against this file; `builtin:` as is
+    data: sr_search.study.settings.DataSpec          relative folders resolve against this file; `builtin:` as is;
+                               every image is checked before anything starts (sr_search/study/data_check.py)
     train: sr_search.study.settings.TrainBudget
     timing: auto | repsr | ntire23-x2 | ntire23-x3 | cpu | NAME | {inline protocol}   default auto
     protocols: {NAME: {protocol fields}}    custom protocols, usable by name in `timing`
@@ -42,6 +43,7 @@ from pydantic import ValidationError
 from ..errors import SrSearchError
 from .checks import (check_ablation, check_baselines, check_modes, check_patch, check_references, check_space,
                      report_validation, study_scale)
+from .data_check import check_data
 from .model import Study
 from .space import describe_space
 from .space_file import SPACE_KEYS, load_space, parse_space
@@ -79,6 +81,7 @@ def validate_study(doc: Doc, base_dir: Path | None) -> Study | None:
     if study.mode == "ablation":
         check_ablation(doc, study, space)
     check_patch(doc, study, space)
+    check_data(doc, study, space)  # the images: after the cheap checks, before anything heavy starts
     scale = study_scale(study, space)
     protocol = study.protocol
     if protocol.scale is not None and scale is not None and protocol.scale != scale:

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, model_validator
 
 from ..model.blocks import REGISTRY, family_of
 from ..model.spec import ArchSpec, spec_field_infos
+from ..records import no_bool_numbers
 from .yamlfile import is_number
 
 
@@ -208,11 +209,13 @@ class Param(BaseModel):
 class Constraints(BaseModel):
     """Budgets checked before training; all optional."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     max_params: PositiveInt | None = None
     max_macs: PositiveFloat | None = None
     max_latency_ms: PositiveFloat | None = None
+
+    _no_bool_numbers = model_validator(mode="before")(classmethod(no_bool_numbers))
 
     def violations(self, *, params: float | None = None, macs: float | None = None,
                    latency_ms: float | None = None) -> dict[str, float]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -14,6 +15,8 @@ from .yamlfile import KeyPath, did_you_mean
 
 #: (index in the file, level, field overrides)
 Level = tuple[int, Any, dict[str, Any]]
+#: most variants a grid may have (each is a training run; a factorial design grows as the product of its levels)
+MAX_VARIANTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,12 @@ def grid_problems(contains: Callable[[ArchSpec], list[str]], base: ArchSpec, fac
 def _factorial_cells(levels: dict[str, list[Level]], problems: list[tuple[KeyPath, str]]) -> list[tuple[Any, ...]]:
     """Every combination of levels (first factor slowest) as (factors, level indices, level, field overrides)."""
     names = tuple(levels)
+    size = math.prod(len(lv) for lv in levels.values())
+    if size > MAX_VARIANTS:
+        problems.append(((), f"the factorial design has {size:,} cells ({' x '.join(str(len(lv)) for lv in levels.values())} "
+                             f"levels), more than the {MAX_VARIANTS:,} variants a study may run; use design: "
+                             f"one_at_a_time, or fewer factors or levels"))
+        return []
     cells = []
     for combo in itertools.product(*(levels[n] for n in names)):
         over: dict[str, Any] = {}

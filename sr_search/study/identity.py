@@ -15,6 +15,7 @@ import yaml
 
 from ..errors import SrSearchError
 from .model import Study
+from .yamlfile import load_bounded
 
 #: keys whose change would make old and new trials incomparable
 COMPARABLE = ("name", "mode", "fixed", "constraints", "base", "data", "train", "timing", "protocols", "objectives",
@@ -49,8 +50,9 @@ def changes(frozen_study: Mapping[str, Any], frozen_resolved: Mapping[str, Any] 
 
 def check_resumable(frozen_study_text: str, frozen_resolved_text: str | None, study: Study, folder: object) -> None:
     """Raise `SrSearchError` listing every incomparable change, with what to do instead."""
-    frozen = yaml.safe_load(frozen_study_text) or {}
-    space = yaml.safe_load(frozen_resolved_text) if frozen_resolved_text is not None else None
+    frozen = load_bounded(frozen_study_text, f"the study frozen in {folder}") or {}
+    space = (load_bounded(frozen_resolved_text, f"the resolved space frozen in {folder}")
+             if frozen_resolved_text is not None else None)
     found = changes(frozen, space, study)
     if found:
         raise SrSearchError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from ..errors import FieldProblem, SrSearchError
 from ..model.presets import preset as resolve_preset
 from ..model.spec import ArchSpec
+from ..records import MAX_SEED, no_bool_numbers
 from .domain import Constraints
 from .grid import GridPoint
 from .protocols import PROTOCOLS, TimingProtocol, get_protocol
@@ -36,24 +37,30 @@ METRICS = {
 DEFAULT_OBJECTIVES: dict[str, str] = {"psnr_y": "max", "throughput": "max"}
 SEARCH_KEYS = ("sampler", "n_trials", "seed", "baselines", "pruning")
 ABLATION_KEYS = ("base", "factors", "design", "seeds", "base_seeds")
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+#: sane upper bounds: far above any real study, low enough that a typo is caught rather than run (ETA 3e27 min)
+MAX_TRIALS = 100_000
+MAX_SEEDS = 1_000
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class Resources(BaseModel):
     """Per-trial resources handed to Ray, and how many trials run at once."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    cpus_per_trial: float = Field(1, gt=0)
+    cpus_per_trial: float = Field(1, gt=0, le=1024)
     #: fractional values share a GPU between trials (training only: timings are then marked non-exclusive);
     #: 'auto' = 1 when this machine has CUDA, else 0 (set it explicitly for a cluster whose driver has no GPU)
-    gpus_per_trial: float = Field("auto", ge=0, validate_default=True)
+    gpus_per_trial: float = Field("auto", ge=0, le=64, validate_default=True)
     concurrency: int = Field(1, ge=1, le=10_000)
     max_failures: int = Field(0, ge=0, le=100)
     #: the cluster adds nodes on demand (Ray autoscaler): wait for missing resources instead of refusing to start
     autoscaling: bool = False
     #: how long to wait for an autoscaling cluster to offer what the study needs before giving up
-    wait_s: float = Field(1800, gt=0)
+    wait_s: float = Field(1800, gt=0, le=7 * 24 * 3600)
+
+    _no_bool_numbers = model_validator(mode="before")(classmethod(no_bool_numbers))
 
     @field_validator("gpus_per_trial", mode="before")
     @classmethod
@@ -69,9 +76,11 @@ class TimingPlacement(BaseModel):
     """Where every timing runs: a Ray custom resource the deployment node offers (`ray start --resources
     '{"rtx3090": 1}'`); training runs on any GPU the cluster has."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     resources: dict[str, float] = Field(min_length=1)
+
+    _no_bool_numbers = model_validator(mode="before")(classmethod(no_bool_numbers))
 
     @field_validator("resources")
     @classmethod
@@ -106,7 +115,7 @@ class Pruning(BaseModel):
 class Study(BaseModel):
     """A validated study file. Frozen; `with_overrides` makes a new one."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
     name: str = Field(max_length=100)
     space: Path
@@ -116,13 +125,13 @@ class Study(BaseModel):
     #: budgets on top of (and overriding) the space's `constraints`
     constraint_overrides: Constraints = Field(default_factory=Constraints, alias="constraints")
     sampler: Literal["tpe", "nsga2", "random", "gp"] = "tpe"
-    n_trials: int = Field(50, ge=1)
-    seed: int = Field(0, ge=0)
+    n_trials: int = Field(50, ge=1, le=MAX_TRIALS)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     baselines: tuple[str, ...] = ()
     base: str | dict[str, Any] | None = None
     factors: dict[str, list[Any]] = Field(default_factory=dict)
     design: Literal["one_at_a_time", "factorial"] = "one_at_a_time"
-    seeds: tuple[int, ...] = Field((0,), min_length=1)
+    seeds: tuple[Seed, ...] = Field((0,), min_length=1, max_length=MAX_SEEDS)
     #: how many seeds the base runs with in all (`seeds`, then the next unused integers): its seed-to-seed spread is
     #: the noise floor next to effects measured with one seed; None = the base runs with `seeds` like every variant
     base_seeds: int | None = Field(None, ge=1, le=1000)
@@ -146,6 +155,8 @@ class Study(BaseModel):
     #: the space as loaded with the study (its file read once, `fixed` pinned); not part of the study file
     loaded_space: SearchSpace | None = Field(None, exclude=True, repr=False)
 
+    _no_bool_numbers = model_validator(mode="before")(classmethod(no_bool_numbers))
+
     @model_validator(mode="before")
     @classmethod
     def _default_out_dir(cls, data: Any) -> Any:
@@ -156,9 +167,9 @@ class Study(BaseModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if not re.match(_NAME, value):
+        if not _NAME.fullmatch(value):  # fullmatch: `$` would let a trailing newline through
             raise ValueError(f"name {value!r} becomes a folder name (runs/<name>): use letters, digits, '_', '-' "
-                             f"and '.', starting with a letter or digit")
+                             f"and '.', starting with a letter or digit (no spaces or control characters)")
         return value
 
     @field_validator("space", mode="before")
@@ -196,7 +207,8 @@ class Study(BaseModel):
     @field_validator("timing", mode="before")
     @classmethod
     def _inline_protocol(cls, value: Any) -> Any:
-        return {"name": "inline", **value} if isinstance(value, dict) else value
+        # built here, so its problems keep their key paths (timing.lr_size), not the union's member names
+        return TimingProtocol(**{"name": "inline", **value}) if isinstance(value, dict) else value
 
     @field_validator("protocols", mode="before")
     @classmethod

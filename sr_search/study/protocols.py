@@ -24,10 +24,10 @@ format and (CPU) the thread count. Built-in protocols:
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, model_validator
 
 from ..errors import FieldProblem, SrSearchError
 from ..model.network import min_input_size
@@ -37,6 +37,8 @@ from ..records import Record
 __all__ = ["Precision", "TimingProtocol", "PROTOCOLS", "get_protocol", "default_protocol", "lr_shape"]
 
 Precision = Literal["fp32", "fp16", "bf16"]
+#: an image side in pixels (64K: far beyond 8K video, low enough that a typo is not allocated)
+Side = Annotated[int, Field(gt=0, le=65_536)]
 
 
 class TimingProtocol(Record):
@@ -52,8 +54,8 @@ class TimingProtocol(Record):
     device: Literal["cuda", "cpu"]
     precision: Precision = "fp32"
     batch: int = Field(1, ge=1, le=4096)
-    lr_size: tuple[PositiveInt, PositiveInt] | None = None
-    hr_size: tuple[PositiveInt, PositiveInt] | None = None
+    lr_size: tuple[Side, Side] | None = None
+    hr_size: tuple[Side, Side] | None = None
     scale: Literal[2, 3, 4] | None = None
     warmup: int = Field(10, ge=0, le=10_000)
     reps: int = Field(50, ge=1, le=100_000)

@@ -15,7 +15,10 @@ from ..records import Record
 
 #: the built-in image set: natural photos shipped inside scikit-image (see sr_search.run.data)
 BUILTIN = "builtin:"
-_SET_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+_SET_NAME = re.compile(r"[A-Za-z0-9_]+")  # fullmatch: `$` would let a trailing newline through
+#: sane upper bounds: far above any real run, low enough that a typo is caught rather than run
+MAX_ITERATIONS = 100_000_000
+MAX_SIDE = 65_536
 
 
 class DataSpec(Record):
@@ -26,8 +29,8 @@ class DataSpec(Record):
     train: str = BUILTIN
     val: dict[str, str] = Field(default_factory=lambda: {"builtin": BUILTIN})
     #: centre-crop validation HR images to at most this many pixels per side (bounds CPU eval cost); None = full
-    val_max_size: int | None = Field(256, ge=8)
-    train_max_images: int | None = Field(None, ge=1)
+    val_max_size: int | None = Field(256, ge=8, le=MAX_SIDE)
+    train_max_images: int | None = Field(None, ge=1, le=10_000_000)
 
 
     def __hash__(self) -> int:  # `val` is a dict; callers cache loaded data by DataSpec
@@ -39,7 +42,7 @@ class DataSpec(Record):
         if not val:
             raise ValueError("needs at least one validation set, e.g. {builtin: 'builtin:'}")
         for name in val:
-            if not _SET_NAME.match(name):
+            if not _SET_NAME.fullmatch(name):
                 raise ValueError(
                     f"validation set name {name!r} must use only letters, digits and '_' "
                     f"(it becomes the column suffix psnr_y_<name>)"
@@ -53,10 +56,10 @@ class TrainBudget(Record):
 
     record_name = "train"
 
-    iterations: int = Field(1000, ge=1)
-    batch_size: int = Field(16, ge=1)
-    #: LR patch side in pixels (HR patch = lr_patch * scale)
-    lr_patch: int = Field(32, ge=1)
+    iterations: int = Field(1000, ge=1, le=MAX_ITERATIONS)
+    batch_size: int = Field(16, ge=1, le=65_536)
+    #: LR patch side in pixels (HR patch = lr_patch * scale); the study's training images must hold it
+    lr_patch: int = Field(32, ge=1, le=4096)
     lr: float = Field(5e-4, gt=0)
     loss: Literal["l1", "l2", "charbonnier"] = "l1"
     schedule: Literal["cosine", "multistep", "constant"] = "cosine"
@@ -64,7 +67,7 @@ class TrainBudget(Record):
     milestones: tuple[float, ...] = (0.5, 0.75)
     gamma: float = Field(0.5, gt=0, le=1)
     #: validate every N iterations (and at the end); 0 = only at the end
-    val_every: int = Field(0, ge=0)
+    val_every: int = Field(0, ge=0, le=MAX_ITERATIONS)
     #: state_dict to start from (RLFN's multi-stage training: each stage warm-starts from the previous one)
     warm_start: str | None = None
     #: mixed precision: 'auto' is fp16 autocast with loss scaling on CUDA and full precision elsewhere; 'fp16' and

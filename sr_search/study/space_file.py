@@ -13,10 +13,13 @@ from pydantic import ValidationError
 from ..errors import SrSearchError
 from ..model.blocks import REGISTRY, family_of, load_block_module, users_of
 from ..model.spec import block_field_names
+from ..records import field_problems
 from .domain import FIELD_TYPES, SPEC_DEFAULTS, Constraints, FieldType, Param, family_field_type, show
 from .space import SearchSpace
 from .yamlfile import Doc, KeyPath, did_you_mean, is_number, raise_problems, read_yaml
 
+#: most values one range may hold (channels 1..1024 is about 1,000)
+MAX_RANGE_VALUES = 100_000
 SPACE_KEYS = ("description", "block_modules", "params", "blocks", "constraints")
 PARAM_KEYS = ("value", "choices", "low", "high", "step", "log", "when")
 
@@ -206,6 +209,16 @@ def _parse_range(doc: Doc, path: KeyPath, ftype: FieldType, spec: dict[str, Any]
         doc.problem(path + ("step",), f"high - low ({show(high - low)}) is not a multiple of step {show(step)}")
     kind = ftype.kind
     out = {"kind": kind, "low": low, "high": high, "step": step, "log": log}
+    for value in (low, high):  # the ends first: a range of 1e23 integers is never enumerated
+        _, why = ftype.check(value)
+        if why:
+            doc.problem(path, f"the range includes {show(value)}: {why}")
+            return out
+    count = (high - low) // (step or 1) + 1 if kind == "int" else (round((high - low) / step) + 1 if step else 0)
+    if count > MAX_RANGE_VALUES:
+        doc.problem(path, f"the range holds {count:,} values, more than the {MAX_RANGE_VALUES:,} a search can tell "
+                          f"apart; use a larger step{'' if kind == 'int' else ' or no step (a continuous range)'}")
+        return out
     for value in (Param(name="-", field=ftype.name, **out).values() or (low, high)) if low < high else ():
         _, why = ftype.check(value)
         if why:
@@ -267,10 +280,10 @@ def _parse_constraints(doc: Doc, raw: Any) -> Constraints | None:
     try:
         return Constraints(**raw)
     except ValidationError as exc:
-        for err in exc.errors():
-            loc = ("constraints", *err["loc"])
-            if err["type"] == "extra_forbidden":
+        for problem in field_problems(exc, Constraints):
+            loc = ("constraints", *problem.loc)
+            if problem.message == "unknown field":
                 doc.problem(loc, f"unknown constraint; allowed: {', '.join(Constraints.model_fields)}")
             else:
-                doc.problem(loc, f"{err['msg']}; got {show(err.get('input'))}")
+                doc.problem(loc, problem.text())
         return None

@@ -3,6 +3,11 @@
 Study and search-space files are read through `read_yaml`, which keeps the line of every key path so each
 `Problem` can be reported as `file:line: key: message`; checks collect problems rather than stop at the first,
 and `raise_problems` reports them all at once.
+
+A file is measured before anything is built from it (`_measure`, one pass over the parser's events): its size,
+how deep it nests and how many values its anchors and aliases expand to are bounded, so a hostile or broken file
+(an "alias bomb", a list nested 20,000 deep) is a problem reported in milliseconds, not gigabytes of memory or a
+RecursionError. Study and space files are a few dozen lines; the limits are far above any real one.
 """
 
 from __future__ import annotations
@@ -18,6 +23,11 @@ import yaml
 from ..errors import SrSearchError
 
 KeyPath = tuple[Any, ...]
+
+#: bounds on what a study or space file may be (real ones are a few KB, nest < 10 deep, expand to < 1,000 values)
+MAX_BYTES = 1_000_000
+MAX_DEPTH = 50
+MAX_VALUES = 100_000
 
 
 @dataclass(frozen=True)
@@ -83,8 +93,17 @@ def read_yaml(path: str | Path, what: str) -> Doc:
     except (OSError, UnicodeDecodeError) as exc:
         doc.problem((), f"cannot read {what} file: {exc}")
         return doc
+    if len(text) > MAX_BYTES:
+        doc.problem((), f"{what} file is {len(text):,} characters, more than the {MAX_BYTES:,} a study or space "
+                        f"file may have")
+        return doc
     loader = yaml.SafeLoader(text)
     try:
+        too_big = _measure(text)
+        if too_big is not None:
+            line, message = too_big
+            doc.problems.append(Problem(str(path), "", line, message))
+            return doc
         node = loader.get_single_node()
         if node is not None:
             doc.data = loader.construct_document(node)
@@ -101,6 +120,61 @@ def read_yaml(path: str | Path, what: str) -> Doc:
     elif not isinstance(doc.data, dict):
         doc.problem((), f"a {what} file must be a mapping of key: value, got {type(doc.data).__name__}")
     return doc
+
+
+def load_bounded(text: str, where: object) -> Any:
+    """`yaml.safe_load` for YAML this tool wrote (a study folder's frozen files), with the same bounds as `read_yaml`:
+    a file edited into an alias bomb is an error naming it, not a machine out of memory."""
+    too_big = _measure(text) if len(text) <= MAX_BYTES else (1, f"more than {MAX_BYTES:,} characters")
+    if too_big is not None:
+        raise SrSearchError(f"{where}:{too_big[0]}: {too_big[1]}")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SrSearchError(f"{where}: not valid YAML: {exc}".replace("\n", " ")) from None
+
+
+def _measure(text: str) -> tuple[int, str] | None:
+    """(line, why) when the YAML in `text` nests deeper than MAX_DEPTH or its values, with every alias expanded,
+    outnumber MAX_VALUES; None when it is within bounds. Walks the parser's events (no recursion, nothing built),
+    so it is fast whatever the file holds; syntax errors are left to the real parse."""
+    sizes: dict[str, int] = {}  # anchor -> how many values its node expands to
+    stack: list[list[Any]] = []  # open collections: [anchor, values so far]
+    total = 0
+    loader = yaml.SafeLoader(text)
+    try:
+        while True:
+            event = loader.get_event()
+            if event is None or isinstance(event, yaml.StreamEndEvent):
+                return None
+            line = event.start_mark.line + 1
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                stack.append([event.anchor, 1])
+                if len(stack) > MAX_DEPTH:
+                    return line, (f"nested more than {MAX_DEPTH} levels deep; a study or space file needs a few "
+                                  f"(is a bracket or an indentation wrong?)")
+                continue
+            if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                anchor, count = stack.pop()
+            elif isinstance(event, yaml.ScalarEvent):
+                anchor, count = event.anchor, 1
+            elif isinstance(event, yaml.AliasEvent):
+                anchor, count = None, sizes.get(event.anchor, 1)
+            else:
+                continue
+            if anchor is not None:
+                sizes[anchor] = count
+            if stack:
+                stack[-1][1] += count
+            else:
+                total += count
+            if total + sum(c for _, c in stack) > MAX_VALUES:
+                return line, (f"its anchors and aliases (&name, *name) expand to more than {MAX_VALUES:,} values; "
+                              f"write the values out, or alias fewer nested anchors")
+    except yaml.YAMLError:
+        return None  # the parse that follows reports it with its line
+    finally:
+        loader.dispose()
 
 
 def _record_lines(node: yaml.Node, path: KeyPath, doc: Doc) -> None:

@@ -30,21 +30,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
 
 from ...errors import FieldProblem, SrSearchError
+from ...records import no_bool_numbers
 
 #: An `ArchSpec` (sr_search.model.spec), which depends on this module rather than the reverse.
 Spec = Any
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 class FamilyFields(BaseModel):
     """Base of a family's own fields: frozen, unknown keys rejected. Give every field a default."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    _no_bool_numbers = model_validator(mode="before")(classmethod(no_bool_numbers))
 
 
 class BlockFamily:
@@ -143,7 +146,7 @@ def register(cls: type[BlockFamily]) -> type[BlockFamily]:
     trial 137). Registering the same class again (a module imported twice) is a no-op."""
     name = getattr(cls, "name", None)
     where = f"block family {cls.__module__}.{cls.__qualname__}"
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise SrSearchError(f"{where}: `name` must be lower-case letters, digits and '_', got {name!r}")
     old = REGISTRY.get(name)
     if old is not None:
