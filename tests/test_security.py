@@ -23,17 +23,11 @@ def test_a_local_instance_listens_on_loopback_only_and_keeps_its_token_private(t
     said = []
     if ray.is_initialized():
         ray.shutdown()
+    before = _listeners()  # whatever earlier tests left behind is not this instance's
     init_ray(None, "127.0.0.1", said.append)
     try:
         time.sleep(2)  # agents and metrics servers come up just after init returns
-        ours = [psutil.Process(), *psutil.Process().children(recursive=True)]
-        listeners = []
-        for proc in ours:
-            try:
-                listeners += [(c.laddr.ip, c.laddr.port, proc.name()) for c in proc.net_connections(kind="inet")
-                              if c.status == psutil.CONN_LISTEN]
-            except psutil.Error:
-                continue
+        listeners = sorted(set(_listeners()) - set(before))
         assert len(listeners) >= 5, listeners  # GCS, raylet, dashboard, agents, workers...
         exposed = [entry for entry in listeners if entry[0] not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
         assert exposed == [], exposed
@@ -58,3 +52,15 @@ def test_token_authentication_is_never_turned_off(monkeypatch):
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     with pytest.raises(SrSearchError, match="RAY_AUTH_MODE"):
         secure_token(lambda _: None)
+
+
+def _listeners() -> list[tuple[str, int, str]]:
+    """(address, port, process) of every listening socket of this process and the processes it started."""
+    out = []
+    for proc in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            out += [(c.laddr.ip, c.laddr.port, proc.name()) for c in proc.net_connections(kind="inet")
+                    if c.status == psutil.CONN_LISTEN]
+        except psutil.Error:
+            continue
+    return out

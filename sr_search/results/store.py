@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import StudyDataWarning, StudyWriteError
+from ..errors import SrSearchError, StudyDataWarning, StudyWriteError
 from ..model.spec import ArchSpec, spec_field_infos
 from ..study.model import DEFAULT_OBJECTIVES
 from ..study.yamlfile import load_bounded
@@ -308,8 +308,8 @@ def study_factors(study_dir: str | Path | StudyDir) -> dict[str, Any] | None:
     """The factors of the ablation frozen in `study_dir`, as its file lists them (None when there are none)."""
     frozen = StudyDir(study_dir).study_file
     try:
-        data = yaml.safe_load(frozen.read_text()) if frozen.exists() else None
-    except yaml.YAMLError:
+        data = load_bounded(frozen.read_text(), frozen) if frozen.exists() else None
+    except SrSearchError:
         return None
     factors = data.get("factors") if isinstance(data, dict) else None
     return factors if isinstance(factors, dict) and factors else None
