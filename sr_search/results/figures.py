@@ -71,6 +71,16 @@ def plot_front(df: pd.DataFrame) -> Figure | None:
             )
         ax.scatter(baselines["throughput"], baselines["psnr_y"], marker="D", s=110, facecolors="none",
                    edgecolors="0.25", lw=1.2, zorder=4)
+        pruned = _pruned(df)
+        if len(pruned):  # stopped early: greyed, at the quality they had when stopped, with the rung
+            ax.scatter(pruned["throughput"], pruned["rung_psnr_y"], s=28, color="0.7", marker="v", zorder=2)
+            for _, row in pruned.iterrows():
+                ax.annotate(f"{int(row['rung_iterations'])} it", (row["throughput"], row["rung_psnr_y"]),
+                            xytext=(4, -9), textcoords="offset points", fontsize=7, color="0.55")
+        collapsed = data[data["collapsed"].fillna(False).astype(bool)] if "collapsed" in data.columns else data[:0]
+        if len(collapsed):
+            ax.scatter(collapsed["throughput"], collapsed["psnr_y"], s=120, marker="x", color="#c0392b", lw=1.6,
+                       zorder=5)
         bicubic = _bicubic(data)
         if bicubic is not None:
             ax.axhline(bicubic, color="0.35", ls="--", lw=1.1, zorder=1)
@@ -94,8 +104,21 @@ def plot_front(df: pd.DataFrame) -> Figure | None:
             handles.append(_handle("D", "none", "paper baseline", edge="0.25"))
         if bicubic is not None:
             handles.append(Line2D([], [], color="0.35", ls="--", lw=1.1, label="bicubic (reference)"))
+        if len(pruned):
+            handles.append(_handle("v", "0.7", "stopped early (PSNR-Y at its rung)"))
+        if len(collapsed):
+            handles.append(Line2D([], [], color="#c0392b", marker="x", lw=0, ms=9, label="collapsed (below bicubic)"))
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
+
+
+def _pruned(df: pd.DataFrame) -> pd.DataFrame:
+    """Trials stopped at a rung that have a rung PSNR and a throughput (never on a front)."""
+    if "status" not in df.columns or "rung_psnr_y" not in df.columns or "throughput" not in df.columns:
+        return df[:0]
+    rows = df[df["status"].astype(str) == "pruned"]
+    return rows[np.isfinite(pd.to_numeric(rows["rung_psnr_y"], errors="coerce"))
+                & np.isfinite(pd.to_numeric(rows["throughput"], errors="coerce"))]
 
 
 def plot_ablation(df: pd.DataFrame) -> Figure | None:

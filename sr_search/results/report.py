@@ -125,6 +125,11 @@ def _summary_section(df: pd.DataFrame) -> str:
             f"{len(df)} trials finished, so there is no front and no figure. The reasons are listed "
             "under <a href=\"#failures\">Trials that did not complete</a>.</p></div>"
         )
+    if "collapsed" in df.columns and df["collapsed"].fillna(False).astype(bool).any():
+        ids = ", ".join(df.loc[df["collapsed"].fillna(False).astype(bool), "trial_id"].astype(str))
+        text += (f'<p class="warn">Collapsed training (final PSNR-Y below bicubic): trials {html.escape(ids)}. '
+                 "Their numbers are kept but they are not a result: a too-large step, a too-short budget or a "
+                 "broken candidate.</p>")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"<section><h2>Summary</h2>{text}<p class=\"small\">Generated {stamp}.</p></section>"
 
@@ -216,6 +221,10 @@ def _failures_section(df: pd.DataFrame) -> str:
         return ""
     errors = rest["error"] if "error" in rest.columns else pd.Series(None, index=rest.index)
     reasons = errors.map(lambda e: "(no error recorded)" if _missing(e) or not str(e).strip() else str(e).strip())
+    if "rung_iterations" in rest.columns:  # stopped early: say where, not "no error"
+        pruned = rest["status"].astype(str) == "pruned"
+        reasons[pruned] = [f"stopped early by successive halving at {int(n)} iterations" if not _missing(n)
+                           else "stopped early by successive halving" for n in rest.loc[pruned, "rung_iterations"]]
     grouped = (
         pd.DataFrame({"status": rest["status"].astype(str), "reason": reasons, "trial_id": rest["trial_id"].astype(str)})
         .groupby(["status", "reason"], sort=False)["trial_id"]
