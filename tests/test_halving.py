@@ -49,3 +49,26 @@ def test_asynchronous_share_and_a_complete_rung_keeps_at_least_one():
 def test_rung_budgets():
     assert Pruning(min_iterations=200, reduction_factor=3).rungs(1800) == [200, 600, 1800]
     assert Pruning(min_iterations=100, reduction_factor=2).rungs(1000) == [100, 200, 400, 800, 1000]
+
+
+def test_no_pruned_candidate_is_ever_on_a_front_and_the_report_draws_them_greyed(tmp_path):
+    import pandas as pd
+
+    from sr_search.results.figures import plot_front
+    from sr_search.results.pareto import pareto_front
+    from sr_search.results.tables import front_text
+
+    rows = pd.DataFrame({
+        "trial_id": ["0000", "0001", "0002", "0003"], "status": ["complete", "complete", "pruned", "complete"],
+        "block": ["rep", "ecb", "plain", "rlfb"], "psnr_y": [30.0, 29.0, None, 20.0],
+        "throughput": [100.0, 300.0, 1000.0, 2000.0], "bicubic_psnr_y": [28.0] * 4,
+        # a pruned candidate keeps its rung quality in rung_* columns only: a high one must not sneak onto a front
+        "rung_psnr_y": [None, None, 35.0, None], "rung_iterations": [None, None, 60, None],
+        "collapsed": [False, False, None, True], "timing_exclusive": [True] * 4,
+    })
+    objectives = {"psnr_y": "max", "throughput": "max"}
+    assert "0002" not in set(pareto_front(rows, objectives)["trial_id"])
+    assert "0002" not in front_text(rows, objectives)
+    fig = plot_front(rows)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "stopped early (PSNR-Y at its rung)" in labels and "collapsed (below bicubic)" in labels
