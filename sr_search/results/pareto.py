@@ -56,7 +56,7 @@ def front_ranks(df: pd.DataFrame, objectives: Mapping[str, str]) -> pd.Series:
     ranks = np.full(len(df), np.nan)
     points = _minimisation_points(df, objectives)[mask]
     if len(points):
-        ranks[mask] = _rank_points(points)
+        ranks[mask] = nondominated_ranks(points)
     return pd.Series(ranks, index=df.index, name="front_rank")
 
 
@@ -171,7 +171,7 @@ def hypervolume_history(
             point = values[position]
             candidate = np.vstack([front, point])
             minimised = candidate * signs
-            front = candidate[_rank_points(minimised) == 0]
+            front = candidate[nondominated_ranks(minimised) == 0]
             volume = hypervolume_2d(front, ref, directions)
         history.append(volume)
     return pd.DataFrame(
@@ -270,8 +270,9 @@ def _reference_vector(reference: Mapping[str, float] | Sequence[float], objectiv
     return [float(v) for v in reference]
 
 
-def _rank_points(points: np.ndarray) -> np.ndarray:
-    """Front rank of each row of a finite (n, k) minimisation array."""
+def nondominated_ranks(points: np.ndarray) -> np.ndarray:
+    """Front rank of each row of a finite (n, k) minimisation array (0 = the front; Deb et al.'s domination
+    counting, as NSGA-II)."""
     n = len(points)
     dominates = np.zeros((n, n), dtype=bool)  # dominates[i, j]: i dominates j
     for start in range(0, n, _CHUNK):
@@ -290,6 +291,24 @@ def _rank_points(points: np.ndarray) -> np.ndarray:
         current = np.flatnonzero(counts == 0)
         rank += 1
     return ranks
+
+
+def crowding_distance(points: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance of each row within its front (each objective's extremes: infinity), for a
+    minimisation array and its `nondominated_ranks`. Larger: less crowded."""
+    out = np.zeros(len(points))
+    for rank in np.unique(ranks):
+        members = np.flatnonzero(ranks == rank)
+        if len(members) <= 2:
+            out[members] = np.inf
+            continue
+        for m in range(points.shape[1]):
+            order = members[np.argsort(points[members, m], kind="stable")]
+            span = points[order[-1], m] - points[order[0], m]
+            out[order[0]] = out[order[-1]] = np.inf
+            if span > 0:
+                out[order[1:-1]] += (points[order[2:], m] - points[order[:-2], m]) / span
+    return out
 
 
 def _natural_key(value: object) -> tuple:

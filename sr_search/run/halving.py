@@ -15,10 +15,11 @@ a missing value (failed evaluation) comes last.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from ..results.pareto import crowding_distance, nondominated_ranks
 
 
 Point = Sequence[float]
@@ -36,9 +37,9 @@ def promotion_order(points: Mapping[str, Point], directions: Sequence[str]) -> l
     crowd = np.zeros(len(ids))
     if finite.any():
         sub = values[finite]
-        sub_ranks = _fronts(sub)
+        sub_ranks = nondominated_ranks(sub)
         ranks[finite] = sub_ranks
-        crowd[finite] = _crowding(sub, sub_ranks)
+        crowd[finite] = crowding_distance(sub, sub_ranks)
     order = sorted(range(len(ids)), key=lambda k: (ranks[k], -crowd[k], ids[k]))
     return [ids[k] for k in order]
 
@@ -51,40 +52,3 @@ def promotable(points: Mapping[str, Point], directions: Sequence[str], reduction
     if complete:
         keep = max(1, keep)
     return promotion_order(points, directions)[:keep]
-
-
-def _fronts(values: np.ndarray) -> np.ndarray:
-    """Non-dominated front index per row of a minimisation matrix (0 = the front)."""
-    n = len(values)
-    le = (values[:, None, :] <= values[None, :, :]).all(axis=2)
-    lt = (values[:, None, :] < values[None, :, :]).any(axis=2)
-    dominates = le & lt  # [i, j]: i dominates j
-    count = dominates.sum(axis=0)
-    ranks = np.full(n, -1)
-    current = np.flatnonzero(count == 0)
-    rank = 0
-    while len(current):
-        ranks[current] = rank
-        for i in current:
-            count[dominates[i]] -= 1
-        count[current] = -1
-        current = np.flatnonzero(count == 0)
-        rank += 1
-    return ranks
-
-
-def _crowding(values: np.ndarray, ranks: np.ndarray) -> np.ndarray:
-    """NSGA-II crowding distance within each front (extremes of every objective get infinity)."""
-    out = np.zeros(len(values))
-    for rank in np.unique(ranks):
-        members = np.flatnonzero(ranks == rank)
-        if len(members) <= 2:
-            out[members] = math.inf
-            continue
-        for m in range(values.shape[1]):
-            order = members[np.argsort(values[members, m], kind="stable")]
-            span = values[order[-1], m] - values[order[0], m]
-            out[order[0]] = out[order[-1]] = math.inf
-            if span > 0:
-                out[order[1:-1]] += (values[order[2:], m] - values[order[:-2], m]) / span
-    return out
