@@ -186,10 +186,13 @@ def launch(
     study_file: Path = typer.Argument(..., help="study YAML (see studies/)"),
     out: Optional[Path] = typer.Option(None, "--out", help="study directory (default: runs/<study name>)"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted study in its directory"),
-    address: Optional[str] = typer.Option(None, "--address", help="join an existing Ray cluster (else RAY_ADDRESS, else a local instance)"),
+    address: Optional[str] = typer.Option(
+        None, "--address", help="join an existing Ray cluster (else RAY_ADDRESS, else a local instance)"),
     trials: Optional[int] = typer.Option(None, "--trials", help="override the study's n_trials (search mode)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and print the plan; start nothing"),
-    dashboard_host: str = typer.Option("127.0.0.1", "--dashboard-host", help="where the local Ray dashboard listens; loopback unless you ask otherwise"),
+    dashboard_host: str = typer.Option(
+        "127.0.0.1", "--dashboard-host",
+        help="where the local Ray dashboard listens; loopback unless you ask otherwise"),
 ) -> None:
     """Run a study: Optuna samples, Ray Tune trains, every candidate is reparameterized, timed and recorded."""
     from .run.tune.launch import launch as run
@@ -229,7 +232,9 @@ def validate(
 @_guarded
 def time_models(
     models: list[str] = typer.Argument(..., help="preset names or ArchSpec JSON objects"),
-    protocol: Optional[str] = typer.Option(None, help="timing protocol: repsr, ntire23-x2, ntire23-x3, cpu (default: repsr with a GPU, else cpu)"),
+    protocol: Optional[str] = typer.Option(
+        None, help="timing protocol: repsr, ntire23-x2/x3, ntire26-esr, ntire25-esr (-warm), cpu, ... "
+                   "(default: repsr with a GPU, else cpu)"),
     device: Optional[str] = typer.Option(None, help="torch device, e.g. cuda:0 or cpu (default: the protocol's)"),
     scale: Optional[int] = typer.Option(None, help="override the scale of every model"),
 ) -> None:
@@ -283,7 +288,9 @@ def export(
     study_dir: Path = typer.Argument(..., help="a study directory"),
     trial: str = typer.Option(..., "--trial", help="trial id, e.g. 7 or 0007"),
     format: str = typer.Option("pt", "--format", help="pt (TorchScript) or onnx"),
-    out: Optional[Path] = typer.Option(None, "--out", help="output file or existing folder (default: STUDY_DIR/export/ID.FORMAT); the only file written"),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="output file or existing folder (default: STUDY_DIR/export/ID.FORMAT); the only file "
+                            "written"),
 ) -> None:
     """Write the deployed network of one trial (needs keep_checkpoints: true) and check the export."""
     from .results.export import export as run_export
@@ -306,12 +313,15 @@ def status(study_dir: Path = typer.Argument(..., help="a study directory, possib
 def compare(
     study_dirs: list[Path] = typer.Argument(..., metavar="STUDY_DIR",
                                             help="two or more study directories; the first is the yardstick"),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="folder for fronts.png, fronts.csv, studies.csv "
-                                       "(and levels.csv for ablations); default: print only"),
-    objective: list[str] = typer.Option([], "--objective", metavar="NAME=max|min", help="compare on NAME=max|min instead of the "
-                                        "studies' own objectives (repeat it for each)"),
-    reference: list[str] = typer.Option([], "--reference", metavar="NAME=VALUE", help="pin the hypervolume reference of one objective, "
-                                        "NAME=VALUE (repeatable)"),
+    out: Optional[Path] = typer.Option(
+        None, "--out", metavar="DIR",
+        help="folder for fronts.png, fronts.csv, studies.csv (and levels.csv for ablations); default: print only"),
+    objective: list[str] = typer.Option(
+        [], "--objective", metavar="NAME=max|min",
+        help="compare on NAME=max|min instead of the studies' own objectives (repeat it for each)"),
+    reference: list[str] = typer.Option(
+        [], "--reference", metavar="NAME=VALUE",
+        help="pin the hypervolume reference of one objective, NAME=VALUE (repeatable)"),
     strict: bool = typer.Option(False, "--strict", help="refuse studies timed or measured differently instead of "
                                 "flagging them"),
 ) -> None:

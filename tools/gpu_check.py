@@ -61,7 +61,8 @@ def deploy_every_family(device: str) -> list[Row]:
                 if placed != {(torch.device(device).type, dtype)} or not err <= tolerance:
                     failures.append(f"{block}: {placed} err {err:.2g}")
         name = str(dtype).removeprefix("torch.")
-        detail = f"{len(REGISTRY)} families, every option + a random spec, max abs err {worst:.1e} (tolerance {tolerance:g})"
+        detail = (f"{len(REGISTRY)} families, every option + a random spec, max abs err {worst:.1e} "
+                  f"(tolerance {tolerance:g})")
         rows.append((f"reparameterize on {device}, {name}", "FAIL" if failures else "pass",
                      "; ".join(failures) or detail))
     return rows

@@ -100,7 +100,8 @@ def progress_line(state: Mapping[str, Any]) -> str:
     eta_text = "?" if eta is None else f"{eta / 60:.1f} min"
     best = state.get("best_psnr_y")
     pruned = f", pruned {state['pruned']}" if state.get("pruned") else ""
-    return (f"[{state['finished']}/{state['total'] or '?'}] complete {state['complete']}, running {state.get('running', 0)}, "
+    return (f"[{state['finished']}/{state['total'] or '?'}] complete {state['complete']}, "
+            f"running {state.get('running', 0)}, "
             f"failed {state['failed']}, infeasible {state['infeasible']}{pruned} | best PSNR-Y "
             f"{'-' if best is None else f'{best:.3f} dB'} | front {state['front_size']} | "
             f"elapsed {state.get('elapsed_s', 0) / 60:.1f} min, ETA {eta_text}")

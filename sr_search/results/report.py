@@ -137,7 +137,8 @@ def _summary_section(df: pd.DataFrame) -> str:
 def _front_section(df: pd.DataFrame, objectives: dict[str, str], out: Path) -> str:
     missing = [name for name in objectives if name not in df.columns]
     if missing:
-        return f"<section><h2>Pareto front</h2><p>No front: no column {', '.join(missing)} in the results.</p></section>"
+        return (f"<section><h2>Pareto front</h2><p>No front: no column {', '.join(missing)} in the results.</p>"
+                "</section>")
     table = front_table(df, objectives)
     table.to_csv(out / "front.csv", index=False)
     names = ", ".join(f"{html.escape(LABELS.get(n, n))} ({d})" for n, d in objectives.items())
@@ -226,7 +227,8 @@ def _failures_section(df: pd.DataFrame) -> str:
         reasons[pruned] = [f"stopped early by successive halving at {int(n)} iterations" if not _missing(n)
                            else "stopped early by successive halving" for n in rest.loc[pruned, "rung_iterations"]]
     grouped = (
-        pd.DataFrame({"status": rest["status"].astype(str), "reason": reasons, "trial_id": rest["trial_id"].astype(str)})
+        pd.DataFrame({"status": rest["status"].astype(str), "reason": reasons,
+                      "trial_id": rest["trial_id"].astype(str)})
         .groupby(["status", "reason"], sort=False)["trial_id"]
         .agg(count="size", trials=lambda ids: ", ".join(ids.iloc[:5]) + (" ..." if len(ids) > 5 else ""))
         .reset_index()
@@ -252,7 +254,8 @@ def _settings_section(study_dir: Path, meta: Mapping[str, Any]) -> str:
         text, source = yaml.safe_dump(_plain(meta), sort_keys=False, allow_unicode=True), "study metadata"
     else:
         return "<section><h2>Study settings</h2><p>No study.yaml in the study directory.</p></section>"
-    return f"<section><h2>Study settings</h2><p class=\"small\">From {source}.</p><pre>{html.escape(text)}</pre></section>"
+    return (f"<section><h2>Study settings</h2><p class=\"small\">From {source}.</p><pre>{html.escape(text)}</pre>"
+            "</section>")
 
 
 def _environment_section(df: pd.DataFrame) -> str:

@@ -12,7 +12,8 @@ literal of a study folder; they ask this object.
     <study>/rungs/<id>.json         successive halving: rung points, promotions, the latest rung checkpoint
     <study>/progress.json           what `sr-search status` reads
     <study>/report/, export/        the report, exported networks
-    <study>/set_aside/              unreadable files moved out of the way (never deleted), e.g. set_aside/trials/0003.parquet
+    <study>/set_aside/              unreadable files moved out of the way (never deleted), e.g.
+                                    set_aside/trials/0003.parquet
 """
 
 from __future__ import annotations
@@ -157,7 +158,8 @@ class StudyDir:
         user input (a trial id) must never read or write elsewhere."""
         resolved, root = Path(path).resolve(), self.root.resolve()
         if not resolved.is_relative_to(root):
-            raise SrSearchError(f"{path} resolves to {resolved}, outside the study directory {root}; refusing to use it")
+            raise SrSearchError(f"{path} resolves to {resolved}, outside the study directory {root}; refusing to "
+                                f"use it")
         return resolved
 
     def require(self) -> StudyDir:
@@ -183,7 +185,8 @@ class StudyDir:
                 handle.seek(0)
                 holder = _read_holder(handle.read())
                 raise SrSearchError(f"study directory {self.root} is in use by another sr-search launch ({holder}); "
-                                    f"wait for it to finish (sr-search status {self.root}), or use another --out") from None
+                                    f"wait for it to finish (sr-search status {self.root}), or use another --out"
+                                    ) from None
             handle.seek(0)
             handle.truncate()
             handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))

@@ -88,7 +88,8 @@ class Session:
         return len(self.rerun) + len(self.new) + self.sampled
 
 
-def plan_session(study: Study, rows: Iterable[Mapping[str, Any]], asked: Mapping[int, Mapping[str, Any] | None]) -> Session:
+def plan_session(study: Study, rows: Iterable[Mapping[str, Any]],
+                 asked: Mapping[int, Mapping[str, Any] | None]) -> Session:
     """This session's work, from the plan, the rows written so far and the trials Optuna has handed out
     (`asked`: trial number -> its config, None when it never got one)."""
     rows = list(rows)

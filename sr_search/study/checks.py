@@ -48,7 +48,8 @@ def check_modes(doc: Doc, data: dict[str, Any]) -> None:
     if mode == "ablation":
         for key in ("base", "factors"):
             if key not in data:
-                doc.problem((), f"mode: ablation needs `{key}` ({'a preset name or a spec' if key == 'base' else 'FIELD: [levels]'})")
+                what = "a preset name or a spec" if key == "base" else "FIELD: [levels]"
+                doc.problem((), f"mode: ablation needs `{key}` ({what})")
 
 
 def check_space(doc: Doc, data: dict[str, Any], base_dir: Path | None) -> SearchSpace | None:

@@ -78,7 +78,8 @@ def _factorial_cells(levels: dict[str, list[Level]], problems: list[tuple[KeyPat
     names = tuple(levels)
     size = math.prod(len(lv) for lv in levels.values())
     if size > MAX_VARIANTS:
-        problems.append(((), f"the factorial design has {size:,} cells ({' x '.join(str(len(lv)) for lv in levels.values())} "
+        shape = " x ".join(str(len(lv)) for lv in levels.values())
+        problems.append(((), f"the factorial design has {size:,} cells ({shape} "
                              f"levels), more than the {MAX_VARIANTS:,} variants a study may run; use design: "
                              f"one_at_a_time, or fewer factors or levels"))
         return []

@@ -1,9 +1,10 @@
 """What makes the trials of a study comparable, so a resumed or grown study never mixes incomparable ones.
 
 A study folder freezes the study (`study.yaml`) and what it resolves to (`resolved.yaml`: the search space's
-content, not its path, and the timing protocol 'auto' became) when it starts. Resuming compares them with the study being launched: a study may grow (more
-trials, seeds, levels or baselines) and change how it runs (sampler, resources, checkpoints), but not what a trial
-means (space, fixed fields, budgets, base, data, training, timing protocol, objectives).
+content, not its path, and the timing protocol 'auto' became) when it starts. Resuming compares them with the study
+being launched: a study may grow (more trials, seeds, levels or baselines) and change how it runs (sampler,
+resources, checkpoints), but not what a trial means (space, fixed fields, budgets, base, data, training, timing
+protocol, objectives).
 """
 
 from __future__ import annotations

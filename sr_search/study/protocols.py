@@ -18,7 +18,8 @@ format and (CPU) the thread count. Built-in protocols:
   a DIV2K-valid-sized image divisible by every unshuffle factor. Scored with the year's challenge score (lower is
   better, sr_search/run/challenge.py). `ntire26-esr-warm` / `ntire25-esr-warm`: the same after 20 warm-up forwards.
 - `cpu`: fp32, batch 1, LR 108x192 (16:9, divisible by every unshuffle factor 1-4), one pinned thread (the most
-  repeatable figure on a shared machine and the same on any core count), 3 warm-up and 20 timed runs. The default when CUDA is not available.
+  repeatable figure on a shared machine and the same on any core count), 3 warm-up and 20 timed runs. The default
+  when CUDA is not available.
 """
 
 from __future__ import annotations

@@ -275,7 +275,8 @@ def _parse_constraints(doc: Doc, raw: Any) -> Constraints | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        doc.problem(("constraints",), f"must be a mapping, got {show(raw)}; keys: {', '.join(Constraints.model_fields)}")
+        doc.problem(("constraints",), f"must be a mapping, got {show(raw)}; keys: "
+                                      f"{', '.join(Constraints.model_fields)}")
         return None
     try:
         return Constraints(**raw)

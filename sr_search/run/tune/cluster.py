@@ -36,7 +36,8 @@ def secure_token(echo: Echo) -> Path | None:
     create it world-readable), tighten it when it is group- or world-readable (and say so)."""
     if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
         raise SrSearchError("RAY_AUTH_MODE is set to disable Ray's token authentication; sr-search does not start a "
-                            "Ray instance without it (anyone on this machine could run code in it): unset RAY_AUTH_MODE")
+                            "Ray instance without it (anyone on this machine could run code in it): unset "
+                            "RAY_AUTH_MODE")
     path = token_path()
     if path is None:
         return None

@@ -79,7 +79,8 @@ class TrialBook:
             trial.set_user_attr(name, value)
         for name in ("seed", "baseline", "factor", "level"):
             if config.get(name) is not None:
-                trial.set_user_attr(name, config[name] if isinstance(config[name], (int, float, str)) else str(config[name]))
+                value = config[name]
+                trial.set_user_attr(name, value if isinstance(value, (int, float, str)) else str(value))
         return config
 
     def is_finished(self, number: int) -> bool:
