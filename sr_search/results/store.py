@@ -131,24 +131,38 @@ def read_trial_row(study_dir: str | Path | StudyDir, trial_id: str) -> dict[str,
     return pq.read_table(path).to_pylist()[0]
 
 
+def _trial_rows(where: StudyDir) -> pa.Table | None:
+    """Every per-trial file as one table in trial-id order, with the rows' own column types (None: no file)."""
+    files = sorted(where.trials.glob("*.parquet"))
+    if not files:
+        return None
+    table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    return table.sort_by("trial_id")
+
+
 def load_results(study_dir: str | Path | StudyDir) -> pd.DataFrame:
     """All trial rows of a study directory, ordered by trial id (an empty frame if none finished yet)."""
     where = StudyDir(study_dir).require()
-    files = sorted(where.trials.glob("*.parquet"))
-    if not files:
+    table = _trial_rows(where)
+    if table is None:
         if where.results.exists():
             return pd.read_parquet(where.results)
         return pd.DataFrame({name: pd.Series(dtype=t.to_pandas_dtype()) for name, t in schema().items()})
-    tables = [pq.read_table(f) for f in files]
-    table = pa.concat_tables(tables, promote_options="default")
-    return table.to_pandas().sort_values("trial_id", kind="stable").reset_index(drop=True)
+    return table.to_pandas()
 
 
 def consolidate(study_dir: str | Path | StudyDir) -> Path:
-    """Write `results.parquet` from the per-trial files (atomically) and return its path."""
+    """Write `results.parquet` from the per-trial files (atomically) and return its path.
+
+    It is written from the rows' Arrow table, not through pandas: an integer column with a null (a family's field on
+    another family's row, `train_iterations` of an infeasible trial) stays int64 and an all-null one keeps its type,
+    where a pandas round trip made them double and null.
+    """
     where = StudyDir(study_dir)
-    df = load_results(where)
-    _atomic_write(pa.Table.from_pandas(df, preserve_index=False), where.results)
+    table = _trial_rows(where.require())
+    if table is None:
+        table = pa.Table.from_pandas(load_results(where), preserve_index=False)
+    _atomic_write(table, where.results)
     return where.results
 
 
