@@ -5,8 +5,10 @@ contract and searched through the real runner - with no edit to sr-search.
 
 from __future__ import annotations
 
+import os
 import re
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MARKED = re.compile(r"<!-- readme-file: (?P<name>[\w.]+) -->\n```[a-z]*\n(?P<body>.*?)\n```\n", re.S)
 EXPECTED = {"my_blocks.py", "my_space.yaml", "my_study.yaml", "check_my_blocks.py"}
 #: the runner tests' budgets: a few iterations, a 24x24 CPU timing
-TINY = {"n_trials": 3,
+TINY = {"n_trials": 3, "keep_checkpoints": True,
         "train": {"iterations": 8, "batch_size": 4, "lr_patch": 16, "val_every": 4},
         "data": {"val_max_size": 48},
         "timing": {"device": "cpu", "precision": "fp32", "batch": 1, "lr_size": [24, 24], "warmup": 1, "reps": 3,
@@ -144,3 +146,11 @@ def test_a_search_over_the_readme_block_through_the_runner(user_dir, tmp_path, r
         else:
             assert row.paths != row.paths and row.gate is None  # NaN / null: plain has no such field
     assert "replite" in seen, "the random sampler never picked the user's family: change the study seed"
+
+    # a fresh process (the CLI) that never read the study file rebuilds the user's candidate from the folder alone
+    trial = df.loc[df["block"] == "replite", "trial_id"].iloc[0]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "sr_search.cli", "export", str(out), "--trial", trial],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (out / "export" / f"{trial}.pt").exists()

@@ -12,7 +12,7 @@ from ..errors import SrSearchError
 from ..model.deploy import check_equivalence, default_check_size, reparameterize
 from ..model.network import build
 from ..model.spec import ArchSpec
-from .store import read_trial_row
+from .store import load_study_blocks, read_trial_row
 from .study_dir import StudyDir
 
 #: fp32 rounding of the merge plus the exporter's own rounding
@@ -33,6 +33,7 @@ def load_trained(study_dir: str | Path, trial_id: str) -> torch.nn.Module:
             f"trial {trial_id} has no kept weights ({ckpt} is missing): the study ran with keep_checkpoints: false. "
             f"Set keep_checkpoints: true in the study file and re-run it to export trained networks"
         )
+    load_study_blocks(study_dir)  # a family of the user's own (block_modules) is not registered in a fresh process
     model = build(ArchSpec.from_json(row["arch_json"]))
     model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
     return model.eval()

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from ..errors import SrSearchError
+from ..model.blocks import load_block_module
 from ..model.spec import ArchSpec, spec_field_infos
 from ..study.model import DEFAULT_OBJECTIVES
 from .study_dir import StudyDir, atomic_write
@@ -174,3 +175,16 @@ def study_objectives(study_dir: str | Path | StudyDir) -> dict[str, str]:
         if isinstance(data.get("objectives"), dict):
             return data["objectives"]
     return dict(DEFAULT_OBJECTIVES)
+
+
+def load_study_blocks(study_dir: str | Path | StudyDir) -> tuple[str, ...]:
+    """Register the block families the study's search space named under `block_modules` (as resolved when the study
+    started), so a process that never loaded the study file (`sr-search export`) can rebuild its candidates."""
+    frozen = StudyDir(study_dir).resolved
+    if not frozen.exists():
+        return ()
+    space = (yaml.safe_load(frozen.read_text()) or {}).get("space") or {}
+    refs = tuple(space.get("block_modules") or ())
+    for ref in refs:
+        load_block_module(ref)
+    return refs
