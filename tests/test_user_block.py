@@ -5,11 +5,13 @@ contract and searched through the real runner - with no edit to sr-search.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import runpy
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -23,7 +25,7 @@ from sr_search.study.config import validate_files, with_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKED = re.compile(r"<!-- readme-file: (?P<name>[\w.]+) -->\n```[a-z]*\n(?P<body>.*?)\n```\n", re.S)
-EXPECTED = {"my_blocks.py", "my_space.yaml", "my_study.yaml", "check_my_blocks.py"}
+EXPECTED = {"my_blocks.py", "my_space.yaml", "my_study.yaml", "check_my_blocks.py", "pyproject.toml"}
 #: the runner tests' budgets: a few iterations, a 24x24 CPU timing
 TINY = {"n_trials": 3, "keep_checkpoints": True,
         "train": {"iterations": 8, "batch_size": 4, "lr_patch": 16, "val_every": 4},
@@ -113,6 +115,34 @@ def test_the_contract_catches_a_wrong_fusion(user_dir, monkeypatch):
     monkeypatch.setattr(block_class, "to_deploy", without_pointwise)
     with pytest.raises(AssertionError, match="deployed differs from trained"):
         check_family("replite", random_specs=0)
+
+
+def test_an_installed_package_registers_its_block_through_the_entry_point(tmp_path):
+    """The README's entry point, as an installed distribution would declare it: a fresh process that imports
+    sr-search knows the family, with no block_modules anywhere."""
+    files = readme_files()
+    group, points = next(iter(tomllib.loads(files["pyproject.toml"])["project"]["entry-points"].items()))
+    assert group == "sr_search.blocks"
+    site = tmp_path / "site"
+    for name, module in points.items():
+        package, _, leaf = module.partition(".")
+        (site / package).mkdir(parents=True, exist_ok=True)
+        (site / package / "__init__.py").write_text("")
+        (site / package / f"{leaf}.py").write_text(files["my_blocks.py"])
+    dist = site / "my_package-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-package\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in points.items()))
+    code = ("from sr_search.model.spec import ArchSpec; from sr_search.run.inspect import inspect_rows; "
+            "print(inspect_rows({'mine': ArchSpec(block='replite', scale=2, channels=8, depth=2)}, 'cpu')"
+            ".to_json(orient='records'))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)
+    assert row["block"] == "replite" and float(row["deploy_err"]) <= 1e-4
+    assert row["params_deploy"] < row["params_train"]
 
 
 def test_a_search_over_the_readme_block_through_the_runner(user_dir, tmp_path, ray_cluster):
