@@ -86,7 +86,14 @@ def test_sampled_specs_satisfy_the_file_and_build(path):
                 out = model.eval()(torch.rand(1, spec.colors, 48, 48))
             assert out.shape == (1, spec.colors, 48 * spec.scale, 48 * spec.scale)
     if path == EFFICIENT:
-        assert seen_blocks == {"rep", "ecb", "rlfb", "esdb", "eresidual", "plain"}
+        assert seen_blocks == {"rep", "ecb", "rlfb", "esdb", "eresidual", "span", "plain"}
+
+
+def test_the_efficient_space_holds_both_span_presets():
+    space = load_space(EFFICIENT)
+    for name in ("span-ch48-x4", "span-ch28-x4"):
+        assert space.contains(PRESETS[name], strict=True) == [], name
+    assert space.params_of(PRESETS["span-ch28-x4"])["span.gain"] == 2
 
 
 def test_repsr_conditions_hold_in_samples():
