@@ -24,7 +24,7 @@ from sr_search.model.spec import ArchSpec
 from sr_search.study.config import validate_files, with_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
-MARKED = re.compile(r"<!-- readme-file: (?P<name>[\w.]+) -->\n```[a-z]*\n(?P<body>.*?)\n```\n", re.S)
+MARKED = re.compile(r"<!-- readme-file: (?P<name>[\w.]+) -->\n```[a-z]*\n(?P<body>.*?)\n```\n", re.DOTALL)
 EXPECTED = {"my_blocks.py", "my_space.yaml", "my_study.yaml", "check_my_blocks.py", "pyproject.toml"}
 #: the runner tests' budgets: a few iterations, a 24x24 CPU timing
 TINY = {"n_trials": 3, "keep_checkpoints": True,
@@ -124,7 +124,7 @@ def test_an_installed_package_registers_its_block_through_the_entry_point(tmp_pa
     group, points = next(iter(tomllib.loads(files["pyproject.toml"])["project"]["entry-points"].items()))
     assert group == "sr_search.blocks"
     site = tmp_path / "site"
-    for name, module in points.items():
+    for module in points.values():
         package, _, leaf = module.partition(".")
         (site / package).mkdir(parents=True, exist_ok=True)
         (site / package / "__init__.py").write_text("")
@@ -137,8 +137,8 @@ def test_an_installed_package_registers_its_block_through_the_entry_point(tmp_pa
             "print(inspect_rows({'mine': ArchSpec(block='replite', scale=2, channels=8, depth=2)}, 'cpu')"
             ".to_json(orient='records'))")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
-                          cwd=tmp_path)
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300,
+                          env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(done.stdout)
     assert row["block"] == "replite" and float(row["deploy_err"]) <= 1e-4
@@ -181,6 +181,6 @@ def test_a_search_over_the_readme_block_through_the_runner(user_dir, tmp_path, r
     trial = df.loc[df["block"] == "replite", "trial_id"].iloc[0]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-m", "sr_search.cli", "export", str(out), "--trial", trial],
-                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+                          check=False, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (out / "export" / f"{trial}.pt").exists()
