@@ -9,12 +9,15 @@ from pathlib import Path
 import optuna
 import pytest
 import ray
+import torch
 
-from sr_search import load_results, load_study
+from sr_search import SrSearchError, load_results, load_study
 from sr_search.model.blocks import REGISTRY
 from sr_search.model.spec import ArchSpec
+from sr_search.study.config import with_overrides
 from sr_search.results.store import spec_columns, write_trial_row
 from sr_search.results.study_dir import StudyDir
+from sr_search.run.resources import check_timing_device
 from sr_search.run.timing.cache import TimingCache
 from sr_search.run.tune.launch import _retime_front, launch
 
@@ -63,6 +66,25 @@ def test_an_out_of_gpu_memory_trial_fails_alone_and_the_study_completes(tmp_path
     ot = optuna.load_study(study_name="oom", storage=StudyDir(out).storage_url)
     states = optuna.trial.TrialState
     assert [t.state for t in ot.trials] == [states.COMPLETE, states.FAIL, states.COMPLETE]
+
+
+def test_a_cuda_protocol_without_gpu_trials_is_refused_even_where_there_is_a_gpu(tmp_path, monkeypatch):
+    """Trials time where they train: with gpus_per_trial 0 every trial of a CUDA protocol would fail at timing, so the
+    study is refused before its folder or Ray is touched - on a GPU machine too (the machine check passes there)."""
+    import sr_search.run.tune.launch as launch_module
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(launch_module, "local_resources", lambda: {"CPU": 2.0, "GPU": 1.0})
+    (tmp_path / "space.yaml").write_text("params: {block: plain, scale: 2, colors: 3, channels: 8, depth: 1}\n")
+    (tmp_path / "gpu.yaml").write_text("name: gpu\nspace: space.yaml\nn_trials: 1\ntiming: ntire23-x2\n"
+                                       "resources: {gpus_per_trial: 0}\n" + TRAIN)
+    study = load_study(tmp_path / "gpu.yaml")
+    for address in (None, "auto"):  # a local instance, or joining a cluster
+        with pytest.raises(SrSearchError, match=r"gpus_per_trial is 0\)"):
+            launch(study, out_dir=tmp_path / "run", address=address, echo=lambda _: None)
+    assert not (tmp_path / "run").exists()
+    check_timing_device(with_overrides(study, resources={"gpus_per_trial": 1}))  # a GPU per trial: fine
+    check_timing_device(with_overrides(study, timing="cpu"))  # a CPU protocol: fine
 
 
 # --- the front's re-timing ---------------------------------------------------------------------------------------
