@@ -101,7 +101,7 @@ def test_rtsr_pareto_is_an_x2_latency_constrained_search_over_all_families():
     assert study.mode == "search" and study.protocol.name == "ntire23-x2"
     assert space.constraints.max_latency_ms == 30.0 and space.constraints.max_params == 1_000_000
     assert study.constraints() == space.constraints
-    assert set(space.blocks) == {"rep", "ecb", "rlfb", "esdb", "eresidual", "plain"}
+    assert set(space.blocks) == {"rep", "ecb", "rlfb", "esdb", "eresidual", "span", "plain"}
     assert all(space.sample(RandomTrial(s)).scale == 2 for s in range(20))
     assert "rtsrn-x2" in study.baselines and all(PRESETS[b].scale == 2 for b in study.baselines)
 

@@ -86,7 +86,14 @@ def test_sampled_specs_satisfy_the_file_and_build(path):
                 out = model.eval()(torch.rand(1, spec.colors, 48, 48))
             assert out.shape == (1, spec.colors, 48 * spec.scale, 48 * spec.scale)
     if path == EFFICIENT:
-        assert seen_blocks == {"rep", "ecb", "rlfb", "esdb", "eresidual", "plain"}
+        assert seen_blocks == {"rep", "ecb", "rlfb", "esdb", "eresidual", "span", "plain"}
+
+
+def test_the_efficient_space_holds_both_span_presets():
+    space = load_space(EFFICIENT)
+    for name in ("span-ch48-x4", "span-ch28-x4"):
+        assert space.contains(PRESETS[name], strict=True) == [], name
+    assert space.params_of(PRESETS["span-ch28-x4"])["span.gain"] == 2
 
 
 def test_repsr_conditions_hold_in_samples():
@@ -311,3 +318,23 @@ def test_grid_problems_are_errors(factors, mode, expected):
     with pytest.raises(SrSearchError, match="ablation grid problems") as info:
         load_space(REPSR).grid(PRESETS["repsr-m4c16-x4"], factors, mode=mode)
     assert expected in str(info.value)
+
+
+def test_the_block_names_a_space_accepts_follow_the_registry():
+    """The field types are cached per registry: a family registered later is accepted, and one that replaced another
+    (same count of families) is seen too."""
+    from sr_search.model.blocks import BlockFamily, register
+    from sr_search.study.domain import FIELD_TYPES
+
+    before = dict(REGISTRY)
+    try:
+        assert "probe_a" not in FIELD_TYPES["block"].allowed
+        register(type("ProbeA", (BlockFamily,), {"name": "probe_a", "block": lambda self, spec: torch.nn.Identity()}))
+        assert "probe_a" in FIELD_TYPES["block"].allowed
+        del REGISTRY["probe_a"]
+        register(type("ProbeB", (BlockFamily,), {"name": "probe_b", "block": lambda self, spec: torch.nn.Identity()}))
+        assert "probe_b" in FIELD_TYPES["block"].allowed and "probe_a" not in FIELD_TYPES["block"].allowed
+    finally:
+        REGISTRY.clear()
+        REGISTRY.update(before)
+    assert "probe_b" not in FIELD_TYPES["block"].allowed

@@ -19,7 +19,7 @@ from ..errors import SrSearchError
 from ..model.deploy import check_equivalence, default_check_size, reparameterize
 from ..model.network import build
 from ..model.spec import ArchSpec
-from .store import read_trial_row
+from .store import load_study_blocks, read_trial_row
 from .study_dir import StudyDir, atomic_write, normalize_trial_id
 
 #: fp32 rounding of the merge plus the exporter's own rounding
@@ -50,6 +50,7 @@ def load_trained(study_dir: str | Path, trial_id: str) -> torch.nn.Module:
             f"this candidate with a study file of the same space, data and train settings plus mode: ablation, "
             f"keep_checkpoints: true, factors: {{}}, seeds: [{row.get('seed')}], base: {row['arch_json']}"
         )
+    load_study_blocks(study_dir)  # a family of the user's own (block_modules) is not registered in a fresh process
     model = build(ArchSpec.from_json(row["arch_json"]))
     model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
     return model.eval()

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import SrSearchError, StudyDataWarning, StudyWriteError
+from ..model.blocks import load_block_module
 from ..model.spec import ArchSpec, spec_field_infos
 from ..study.model import DEFAULT_OBJECTIVES
 from ..study.yamlfile import load_bounded
@@ -154,19 +155,27 @@ def load_results(study_dir: str | Path | StudyDir) -> pd.DataFrame:
 
 
 def _read_rows(where: StudyDir) -> pd.DataFrame:
-    """The rows as stored (parquet types), what `consolidate` writes back. A damaged row file is named in a
-    `StudyDataWarning`, moved aside and left out (its trial runs again on resume)."""
+    """The rows as stored (parquet types)."""
+    table = _read_table(where)
+    if table is None:
+        return pd.DataFrame({name: pd.Series(dtype=t.to_pandas_dtype()) for name, t in schema().items()})
+    return table.to_pandas()
+
+
+def _read_table(where: StudyDir) -> pa.Table | None:
+    """Every readable per-trial row as one table in trial-id order, with the rows' own column types (None: no row).
+    A damaged row file is named in a `StudyDataWarning`, moved aside and left out (its trial runs again on resume);
+    a folder holding only `results.parquet` (copied without its trial files) is read from that."""
     files = sorted(where.trials.glob("*.parquet"))
     if files:
         tables = [t for t in (_read_row(where, f) for f in files) if t is not None]
-    elif where.results.exists():  # a study folder copied without its trial files
+    elif where.results.exists():
         tables = [t for t in [_read(where, where.results, "results")] if t is not None]
     else:
         tables = []
     if not tables:
-        return pd.DataFrame({name: pd.Series(dtype=t.to_pandas_dtype()) for name, t in schema().items()})
-    table = pa.concat_tables(tables, promote_options="default")
-    return table.to_pandas().sort_values("trial_id", kind="stable").reset_index(drop=True)
+        return None
+    return pa.concat_tables(tables, promote_options="default").sort_by("trial_id")
 
 
 def typed(df: pd.DataFrame) -> pd.DataFrame:
@@ -217,18 +226,25 @@ def _plain(value: Any) -> Any:
 
 
 def consolidate(study_dir: str | Path | StudyDir) -> Path:
-    """Write `results.parquet` from the per-trial files (atomically) and return its path. It is never replaced by
-    fewer rows than it holds (a row file lost or set aside): then it is kept, with a warning, until the missing
-    trials have run again."""
+    """Write `results.parquet` from the per-trial files (atomically) and return its path.
+
+    It is written from the rows' Arrow table, not through pandas: an integer column with a null (a family's field on
+    another family's row, `train_iterations` of an infeasible trial) stays int64 and an all-null one keeps its type.
+    It is never replaced by fewer rows than it holds (a row file lost or set aside): then it is kept, with a
+    warning, until the missing trials have run again.
+    """
     where = StudyDir(study_dir)
-    df = _read_rows(where.require())
+    table = _read_table(where.require())
+    rows = 0 if table is None else table.num_rows
     held = _rows_held(where)
-    if held is not None and len(df) < held:
+    if held is not None and rows < held:
         warnings.warn(StudyDataWarning(
-            f"{where.results} keeps its {held} rows: the trial files hold {len(df)} (a row file was lost or set "
+            f"{where.results} keeps its {held} rows: the trial files hold {rows} (a row file was lost or set "
             f"aside); it is rewritten once the missing trials have run again (launch --resume)"), stacklevel=2)
         return where.results
-    _atomic_write(pa.Table.from_pandas(df, preserve_index=False), where.results)
+    if table is None:
+        table = pa.Table.from_pandas(_read_rows(where), preserve_index=False)
+    _atomic_write(table, where.results)
     return where.results
 
 
@@ -313,3 +329,16 @@ def study_factors(study_dir: str | Path | StudyDir) -> dict[str, Any] | None:
         return None
     factors = data.get("factors") if isinstance(data, dict) else None
     return factors if isinstance(factors, dict) and factors else None
+
+
+def load_study_blocks(study_dir: str | Path | StudyDir) -> tuple[str, ...]:
+    """Register the block families the study's search space named under `block_modules` (as resolved when the study
+    started), so a process that never loaded the study file (`sr-search export`) can rebuild its candidates."""
+    frozen = StudyDir(study_dir).resolved
+    if not frozen.exists():
+        return ()
+    space = (load_bounded(frozen.read_text(), frozen) or {}).get("space") or {}
+    refs = tuple(space.get("block_modules") or ())
+    for ref in refs:
+        load_block_module(ref)
+    return refs

@@ -33,14 +33,24 @@ def local_resources() -> dict[str, float]:
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
 
 
+def check_timing_device(study: Study) -> None:
+    """A CUDA protocol times where the trial trains unless a deployment node is named (`timing_on`): trials without a
+    GPU would each fail at timing, wherever the study runs. Raise `SrSearchError` for such a study."""
+    if study.protocol.device == "cuda" and study.resources.gpus_per_trial == 0 and study.timing_on is None:
+        import torch
+
+        here = "" if torch.cuda.is_available() else "; this machine has no CUDA"
+        raise SrSearchError(
+            f"study {study.name!r} times with a CUDA protocol (timing: {study.protocol.name}), but its trials get no "
+            f"GPU (resources.gpus_per_trial is 0{here}) and no deployment node is named (timing_on): set "
+            f"resources.gpus_per_trial (1 for exclusive timings) where there is a GPU, add timing_on, or use a CPU "
+            f"protocol (timing: cpu)")
+
+
 def check_resources(study: Study, available: Mapping[str, float], where: str = "this machine") -> None:
-    """Raise `SrSearchError` naming what the study needs that `available` lacks, and what there is."""
-    p = study.protocol
-    if p.device == "cuda" and study.resources.gpus_per_trial == 0 and study.timing_on is None:
-        auto = "" if available.get("GPU", 0) else f"; {where} has no GPU"
-        raise SrSearchError(f"study {study.name!r}: timing protocol {p.name!r} times on CUDA, but trials get no GPU "
-                            f"(resources.gpus_per_trial is 0{auto}). Set resources.gpus_per_trial (1 for exclusive "
-                            f"timings), time on a deployment node (timing_on), or use timing: cpu")
+    """Raise `SrSearchError` naming what the study needs that `available` lacks, and what there is (or, first, that
+    the study cannot time at all: `check_timing_device`)."""
+    check_timing_device(study)
     problems = [f"{name} {amount:g} ({key})" for (name, amount), key in
                 ((k, key) for k, key in _missing(study, available))]
     if not problems:

@@ -105,12 +105,14 @@ class _FieldTypes(Mapping[str, FieldType]):
 
     def __init__(self) -> None:
         self._types: dict[str, FieldType] = {}
-        self._families = -1
+        self._families: tuple[tuple[str, Any], ...] | None = None
 
     def _current(self) -> dict[str, FieldType]:
-        if self._families != len(REGISTRY):
+        # keyed on the families themselves, not their number: one family replaced by another keeps the count
+        families = tuple(REGISTRY.items())
+        if self._families != families:
             self._types = {name: _field_type(name, info) for name, info in spec_field_infos().items()}
-            self._families = len(REGISTRY)
+            self._families = families
         return self._types
 
     def __getitem__(self, name: str) -> FieldType:

@@ -43,7 +43,7 @@ def parse_space(doc: Doc) -> SearchSpace | None:
             doc.problem((key,), f"unknown key {key!r}{did_you_mean(key, SPACE_KEYS)}; allowed: {', '.join(SPACE_KEYS)}")
     if "params" not in data and "blocks" not in data:
         doc.problem((), "a search space needs `params` (and/or per-block `blocks` sections); see the format at "
-                        "the top of sr_search/space.py")
+                        "the top of sr_search/study/space.py")
     raw_params = _mapping(doc, ("params",), data.get("params"))
     raw_blocks = _mapping(doc, ("blocks",), data.get("blocks"))
     common = {f: p for f, v in raw_params.items() if (p := _parse_param(doc, ("params", f), f, v, f))}

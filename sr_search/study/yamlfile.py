@@ -74,10 +74,10 @@ class Doc:
 
 
 _EMPTY_HINTS = {
-    "study": "a study needs at least `name` and `space` (format: sr_search/config.py)",
-    "search space": "a search space needs `params` (format: sr_search/space.py)",
-    "YAML": "a study needs at least `name` and `space` (format: sr_search/config.py); a search space needs "
-            "`params` (format: sr_search/space.py)",
+    "study": "a study needs at least `name` and `space` (format: sr_search/study/config.py)",
+    "search space": "a search space needs `params` (format: sr_search/study/space.py)",
+    "YAML": "a study needs at least `name` and `space` (format: sr_search/study/config.py); a search space needs "
+            "`params` (format: sr_search/study/space.py)",
 }
 
 

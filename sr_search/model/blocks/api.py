@@ -12,7 +12,7 @@ A family is one module (sr-search's own, or one of yours) that declares, in a `B
   returning a *new* module on its own device and in its dtype (`sr_search.model.deploy.reparameterize` swaps it
   in; `sr_search.model.blocks.fuse` holds the algebra). Everything else is deployed as it is.
 
-and registers it with `@register`. `sr_search.testing.check_family(name)` runs the contract every built-in family
+and registers it with `@register`. `sr_search.model.testing.check_family(name)` runs the contract every built-in family
 passes (deploy form equals training form on random specs and odd sizes, borders included). A family lives in the
 package (one module per family), in an installed package that names it under the `sr_search.blocks` entry-point
 group, or in a file a search space lists under `block_modules:`.

@@ -19,7 +19,7 @@ import ray
 
 from ...errors import SrSearchError
 from ...study.model import Study
-from ..resources import check_resources, local_resources
+from ..resources import check_resources, check_timing_device, local_resources
 
 Echo = Callable[[str], None]
 
@@ -113,6 +113,7 @@ def cluster_resources() -> dict[str, float]:
 def wait_for_resources(study: Study, echo: Echo, joined: bool) -> None:
     """Refuse a study the machine or cluster cannot run, naming what is missing and what exists; with
     `resources.autoscaling`, wait (up to `resources.wait_s`) for the cluster to offer it, saying so."""
+    check_timing_device(study)  # no node the autoscaler adds can fix this: refuse it at once
     where = "the Ray cluster" if joined else "this machine"
     available = cluster_resources() if ray.is_initialized() else local_resources()
     if not study.resources.autoscaling:

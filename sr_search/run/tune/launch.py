@@ -35,7 +35,7 @@ from ...study.config import with_overrides
 from ...study.identity import check_resumable, resolved_yaml
 from ...study.model import Study
 from ..plan import Session, plan_session
-from ..resources import check_resources, local_resources
+from ..resources import check_resources, check_timing_device, local_resources
 from ..timing.cache import TimingCache
 from ..timing.result import Timing
 from ..trial import retimed_row
@@ -71,6 +71,7 @@ def launch(
     if folder.root.exists() and not folder.root.is_dir():
         raise SrSearchError(f"--out {folder.root} is a file, not a folder: name a folder for the study")
     joining = bool(address or os.environ.get("RAY_ADDRESS"))
+    check_timing_device(study)  # on a cluster too, before the study folder or Ray is touched
     if not joining:
         check_resources(study, local_resources())
     if dry_run:
