@@ -73,7 +73,7 @@ def test_validate_dry_run_and_launch_agree_on_what_this_machine_lacks(tmp_path):
     assert said[0] == said[1] == said[2] and "GPU 1 (resources.gpus_per_trial)" in said[0] and "GPU 0" in said[0]
     assert not (tmp_path / "run").exists()  # nothing started
     shipped = runner.invoke(app, ["launch", str(ROOT / "studies/rtsr_pareto.yaml"), "--dry-run"])
-    assert shipped.exit_code == 1 and "timing protocol 'ntire23-x2' times on CUDA" in shipped.output
+    assert shipped.exit_code == 1 and "CUDA protocol (timing: ntire23-x2)" in shipped.output
 
 
 def test_inspect_prints_counts_and_rejects_unknown_models():

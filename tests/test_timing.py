@@ -7,6 +7,7 @@ by tests that skip without a GPU.
 import os
 
 import pandas as pd
+import pydantic
 import pyarrow.parquet as pq
 import pytest
 import torch
