@@ -42,7 +42,9 @@ def test_block_level_counts():
 def test_repsr_twins_deploy_like_ecbsr(size):
     rep, ecb = PRESETS[f"repsr-{size}-x4"], PRESETS[f"ecbsr-{size}-x4"]
     assert rep.deploy_key() == ecb.deploy_key()
-    shapes = lambda spec: [tuple(p.shape) for p in reparameterize(build(spec)).parameters()]
+    def shapes(spec):
+        return [tuple(p.shape) for p in reparameterize(build(spec)).parameters()]
+
     assert shapes(rep) == shapes(ecb)
 
 

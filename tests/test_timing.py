@@ -95,7 +95,7 @@ def test_custom_protocols_validate_from_a_dict_and_are_frozen():
     p = TimingProtocol(**{"name": "edge", "device": "cpu", "lr_size": [64, 64], "threads": 2, "reps": 7})
     assert p.lr_size == (64, 64) and p.threads == 2 and p.warmup == 10
     assert TimingProtocol(name="c", device="cpu", lr_size=(8, 8)).threads == 1  # CPU threads are always pinned
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         p.reps = 3
     assert get_protocol("edge", {"edge": p}) is p
     assert get_protocol(p) is p
