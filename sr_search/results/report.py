@@ -96,10 +96,10 @@ def write_report(study_dir: Path, df: pd.DataFrame | None = None, *, study_meta:
 def _load_results(study_dir: Path) -> pd.DataFrame:
     path = StudyDir(study_dir).results
     if not path.is_file():
-        where = "does not exist" if not study_dir.exists() else "has no results.parquet"
+        where = "does not exist" if not study_dir.exists() else f"has no {path.name}"
         raise SrSearchError(
             f"{study_dir}: {where}; point `sr-search report` at a study directory written by "
-            f"`sr-search launch` (it holds results.parquet)"
+            f"`sr-search launch` (it holds {path.name})"
         )
     return typed(pd.read_parquet(path))
 
@@ -249,11 +249,11 @@ def _failures_section(df: pd.DataFrame) -> str:
 def _settings_section(study_dir: Path, meta: Mapping[str, Any]) -> str:
     path = StudyDir(study_dir).study_file
     if path.is_file():
-        text, source = path.read_text(encoding="utf-8"), "study.yaml"
+        text, source = path.read_text(encoding="utf-8"), path.name
     elif meta:
         text, source = yaml.safe_dump(_plain(meta), sort_keys=False, allow_unicode=True), "study metadata"
     else:
-        return "<section><h2>Study settings</h2><p>No study.yaml in the study directory.</p></section>"
+        return f"<section><h2>Study settings</h2><p>No {path.name} in the study directory.</p></section>"
     return (f"<section><h2>Study settings</h2><p class=\"small\">From {source}.</p><pre>{html.escape(text)}</pre>"
             "</section>")
 
