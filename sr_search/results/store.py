@@ -33,7 +33,8 @@ from .study_dir import StudyDir, atomic_write
 
 STATUSES = ("complete", "infeasible", "failed", "pruned")
 
-_STR, _INT, _F64, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+# text as 0.1 wrote it (pandas strings are large_string in Arrow), so old and new files have one schema
+_STR, _INT, _F64, _BOOL = pa.large_string(), pa.int64(), pa.float64(), pa.bool_()
 _TIME = pa.timestamp("us", tz="UTC")
 
 

@@ -15,6 +15,7 @@ heavy starts. Keys::
     n_trials: int 1..100000        default 50
     seed: int 0..2**31-1           default 0 (sampler seed)
     baselines: [PRESET, ...]       default []; sr_search.presets names, evaluated (enqueued) first
+    pruning: {method: successive_halving, min_iterations: INT, reduction_factor: INT >= 2}   default off
     # mode: ablation
     base: PRESET | {preset: PRESET, FIELD: VALUE...} | {FIELD: VALUE...}   required: the spec every variant changes
     factors: {FIELD: [LEVEL, ...]} required; a level is a value or {FIELD: VALUE...} that includes FIELD
@@ -25,12 +26,15 @@ heavy starts. Keys::
     data: sr_search.study.settings.DataSpec          relative folders resolve against this file; `builtin:` as is;
                                every image is checked before anything starts (sr_search/study/data_check.py)
     train: sr_search.study.settings.TrainBudget
-    timing: auto | repsr | ntire23-x2 | ntire23-x3 | cpu | NAME | {inline protocol}   default auto
+    timing: auto | repsr | ntire23-x2 | ntire23-x3 | ntire26-esr[-warm] | ntire25-esr[-warm] | cpu | NAME
+            | {inline protocol}   default auto
+    timing_on: {resources: {CUSTOM_RESOURCE: AMOUNT}}   time on the deployment node; default where trained
     protocols: {NAME: {protocol fields}}    custom protocols, usable by name in `timing`
     objectives: {METRIC: max|min, ...}      ordered; default {psnr_y: max, throughput: max}
-    resources: {cpus_per_trial, gpus_per_trial, concurrency, max_failures}
+    resources: {cpus_per_trial, gpus_per_trial, concurrency, max_failures, autoscaling, wait_s}
     keep_checkpoints: bool                  default false
     out_dir: PATH                           default runs/<name>, relative to the current directory
+    storage: PATH | URI                     where Tune keeps trial checkpoints (s3://...); default the study folder
 """
 
 from __future__ import annotations
