@@ -163,9 +163,12 @@ def test_interrupted_study_resumes_with_every_trial_exactly_once(tmp_path):
         time.sleep(0.5)
     assert list((out / "trials").glob("*.parquet")), "no trial finished in time"
     proc.send_signal(signal.SIGINT)  # Ctrl-C after the first finished trial
-    proc.communicate(timeout=120)
+    output, _ = proc.communicate(timeout=120)
     before = set(load_results(out)["trial_id"])
     assert len(before) >= 1  # the interrupted run kept what it finished
+    if len(before) < 3:  # stopped, not finished: a non-zero exit that says how to go on (0.1 exited 0)
+        assert proc.returncode == 130, output
+        assert "--resume" in output, output
 
     done = subprocess.run(cli + ["--resume"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
