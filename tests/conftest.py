@@ -3,7 +3,11 @@ import torch
 
 
 def pytest_collection_modifyitems(config, items):
-    """`@pytest.mark.cuda` tests need a CUDA GPU: skipped cleanly without one (`make gpu-check` runs them)."""
+    """A test that uses a module's `ray_cluster` fixture starts Ray: marked `ray` (so `make test-fast` leaves it
+    out). `@pytest.mark.cuda` tests need a CUDA GPU: skipped cleanly without one (`make gpu-check` runs them)."""
+    for item in items:
+        if "ray_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")

@@ -53,3 +53,18 @@ def test_resolve_preset_json_and_scale_override():
     assert resolve('{"block": "rep", "channels": 8}').channels == 8
     with pytest.raises(SrSearchError, match="rlfn-x4"):
         resolve("rlfn-x5")
+
+
+def test_every_0_1_preset_keeps_its_deploy_key_and_parameter_counts():
+    """Recorded from sr-search 0.1 (tests/data/presets_0.1.json): a timing cache and every study row keyed by
+    `deploy_key` stay valid across versions; the deployed outputs were compared bit for bit when the file was made."""
+    import json
+    from pathlib import Path
+
+    recorded = json.loads((Path(__file__).parent / "data" / "presets_0.1.json").read_text())
+    for name, old in recorded.items():
+        model = build(PRESETS[name])
+        deployed = reparameterize(model)
+        now = {"deploy_key": PRESETS[name].deploy_key(), "params_train": sum(p.numel() for p in model.parameters()),
+               "params_deploy": sum(p.numel() for p in deployed.parameters())}
+        assert now == old, name

@@ -206,9 +206,10 @@ def _read_holder(text: str) -> str:
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Write `path` through a temporary file in its folder and an atomic rename, so readers see the old or the new
-    file, never half of one; the file gets the permissions the umask gives (a lab's shared group can read results).
-    A failure (a full disk) names the path and leaves no temporary file behind."""
+    """Write `path` through a temporary file in its folder, flushed to disk, and an atomic rename, so readers (and a
+    machine that lost power) see the old or the new file, never half of one; the file gets the permissions the umask
+    gives (a lab's shared group can read results). A failure (a full disk) names the path and leaves no temporary
+    file behind."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -218,6 +219,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         raise StudyWriteError(path, exc) from exc
     try:
         write(Path(tmp))
+        _flush_to_disk(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as exc:
@@ -227,6 +229,14 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _flush_to_disk(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

@@ -4,7 +4,7 @@ A study folder freezes the study (`study.yaml`) and what it resolves to (`resolv
 content, not its path, and the timing protocol 'auto' became) when it starts. Resuming compares them with the study
 being launched: a study may grow (more trials, seeds, levels or baselines) and change how it runs (sampler,
 resources, checkpoints), but not what a trial means (space, fixed fields, budgets, base, data, training, timing
-protocol, objectives).
+protocol and the device it times on, objectives, pruning).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from .model import Study
 from .yamlfile import load_bounded
 
 #: keys whose change would make old and new trials incomparable
-COMPARABLE = ("name", "mode", "fixed", "constraints", "base", "data", "train", "timing", "protocols", "objectives",
-              "pruning")
+COMPARABLE = ("name", "mode", "fixed", "constraints", "base", "data", "train", "timing", "protocols", "timing_on",
+              "objectives", "pruning")
 
 
 def resolved(study: Study) -> dict[str, Any]:

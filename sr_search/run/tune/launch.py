@@ -97,13 +97,14 @@ def launch(
         if started and not resume:
             raise SrSearchError(f"{folder.root} already holds study {study.name!r} ({len(rows)}/{session.total} "
                                 f"trials); pass --resume to continue it, or --out to start another")
-        text, resolved_text = study.to_yaml(), resolved_yaml(study)
-        atomic_write(folder.study_file, lambda tmp: tmp.write_text(text))
-        atomic_write(folder.resolved, lambda tmp: tmp.write_text(resolved_text))
         own_ray = not ray.is_initialized()
         dashboard = init_ray(address, dashboard_host, echo)
         try:
             wait_for_resources(study, echo, joined=joining)
+            # frozen once the study can run: a study refused for the cluster's resources leaves no started folder
+            text, resolved_text = study.to_yaml(), resolved_yaml(study)
+            atomic_write(folder.study_file, lambda tmp: tmp.write_text(text))
+            atomic_write(folder.resolved, lambda tmp: tmp.write_text(resolved_text))
             echo(f"Study {study.name!r}: {session.to_run} of {session.total} trials to run -> {folder.root}")
             echo(f"Optuna storage (watch it with optuna-dashboard): {folder.storage_url}")
             _run_session(study, session, folder, dashboard, echo)
