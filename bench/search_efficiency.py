@@ -10,7 +10,9 @@ validation curves, the stop/continue decisions of four rules replayed at the sam
 crowding distance), single-objective ASHA on PSNR (Ray Tune's), Syne Tune's multi-objective ASHA (non-dominated rank,
 epsilon-net order within a front, seeded at the first objective) and random stopping at the same budget.
 
-    python bench/search_efficiency.py                    # the full run (~40 min on 2 cores)
+    python bench/search_efficiency.py                    # the full run (~45 min on 2 cores)
+    python bench/search_efficiency.py --keep runs/bench --full-only     # (a) and the replayed settings only
+    python bench/search_efficiency.py --keep runs/bench --min-iterations 180 --reduction-factor 2   # reuses (a)
     python bench/search_efficiency.py --candidates 6 --iterations 180 --min-iterations 20   # a quick check
 """
 
@@ -33,6 +35,9 @@ from sr_search.results.pareto import hypervolume_2d, pareto_front
 from sr_search.run.halving import promotion_order
 
 OBJECTIVES = {"psnr_y": "max", "latency_ms": "min"}
+#: (a) validates every gcd(min_iterations, SWEEP_STEP) iterations, so the replays can stop at the rungs of every
+#: setting they try (min_iterations 60, 180, 540 x reduction factor 2, 3)
+SWEEP_STEP = 60
 
 SPACE = """\
 description: a small x2 space over every block family (issue 15 benchmark)
@@ -140,17 +145,30 @@ def main() -> None:
     parser.add_argument("--min-iterations", type=int, default=60)
     parser.add_argument("--reduction-factor", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep the study folders here; (a) is reused when this folder already holds it")
+    parser.add_argument("--full-only", action="store_true", help="run (a) and the replays only")
     args = parser.parse_args()
     n, full, m, rf = args.candidates, args.iterations, args.min_iterations, args.reduction_factor
     pruning = f"pruning: {{min_iterations: {m}, reduction_factor: {rf}}}\n"
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         (folder / "space.yaml").write_text(SPACE)
-        full_df, full_s = run(folder, "a_full", study_text("a_full", n, full, m, args.concurrency, ""))
-        halved_df, halved_s = run(folder, "b_halving", study_text("b_halving", n, full, 0, args.concurrency, pruning))
-        more = max(n + 1, int(n * full_s / max(halved_s, 1e-9)))
-        more_df, more_s = run(folder, "c_halving_more", study_text("c_halving_more", more, full, 0, args.concurrency,
-                                                                   pruning))
+        if args.keep and (folder / "a_full" / "results.parquet").exists():
+            full_df, full_s = load_results(folder / "a_full"), float((folder / "a_full.seconds").read_text())
+        else:
+            every = math.gcd(m, SWEEP_STEP)
+            full_df, full_s = run(folder, "a_full", study_text("a_full", n, full, every, args.concurrency, ""))
+            (folder / "a_full.seconds").write_text(str(full_s))
+        if args.full_only:
+            halved_df, halved_s, more_df, more_s = full_df[:0], math.nan, full_df[:0], math.nan
+        else:
+            halved_df, halved_s = run(folder, "b_halving", study_text("b_halving", n, full, 0, args.concurrency,
+                                                                      pruning))
+            more = max(n + 1, int(n * full_s / max(halved_s, 1e-9)))
+            more_df, more_s = run(folder, "c_halving_more", study_text("c_halving_more", more, full, 0,
+                                                                       args.concurrency, pruning))
     rungs = load_study_rungs(m, rf, full)
     complete = full_df[full_df["status"] == "complete"]
     bicubic = float(complete["bicubic_psnr_y"].iloc[0])
@@ -168,8 +186,9 @@ def main() -> None:
           f"{'HV / HV(a)':>10s}")
     for label, df, wall in (("(a) full budget", full_df, full_s), ("(b) successive halving", halved_df, halved_s),
                             ("(c) halving, (a)'s wall time", more_df, more_s)):
-        print(f"{label:28s} {len(df):10d} {iters(df):11d} {iters(df) / iters(full_df):6.2f} {wall:8.0f} "
-              f"{wall / full_s:6.2f} {ratio(hypervolume(df, reference), hv_a):10.3f}")
+        if len(df):
+            print(f"{label:28s} {len(df):10d} {iters(df):11d} {iters(df) / iters(full_df):6.2f} {wall:8.0f} "
+                  f"{wall / full_s:6.2f} {ratio(hypervolume(df, reference), hv_a):10.3f}")
     print(f"(b) kept {len(kept)} of (a)'s {len(front_a)} front members")
 
     psnr_at = curves(full_df)
@@ -181,19 +200,24 @@ def main() -> None:
         print(f"  rung {rung:5d} iterations: Kendall tau {tau:.3f} over {len(ids)} candidates")
 
     cost = {k: float(v) for k, v in zip(complete["trial_id"], complete["latency_ms"])}
-    usable = {k: psnr_at[k] for k in final if all(r in psnr_at.get(k, {}) for r in rungs[:-1])}
-    full_points = complete.set_index("trial_id").loc[list(usable)]
-    print("\nreplayed on (a)'s curves (synchronous halving at the same rungs)")
-    print(f"{'rule':34s} {'HV kept':>8s} {'iterations':>11s} {'ratio':>6s}")
-    total = len(usable) * full
-    for label, rule in (("ours: Pareto rank + crowding", order_ours), ("ASHA on PSNR-Y (Ray Tune)", order_asha_psnr),
-                        ("MO-ASHA eps-net (Syne Tune)", order_moasha_epsnet)):
-        survivors, spent = replay(rule, usable, cost, rungs, rf)
-        hv = ratio(hypervolume(full_points.loc[survivors].reset_index(), reference), hv_a)
-        print(f"{label:34s} {hv:8.3f} {spent:11d} {spent / total:6.2f}")
-    draws = [replay(None, usable, cost, rungs, rf, random.Random(seed)) for seed in range(200)]
-    hv_random = np.mean([ratio(hypervolume(full_points.loc[s].reset_index(), reference), hv_a) for s, _ in draws])
-    print(f"{'random stopping (mean of 200)':34s} {hv_random:8.3f} {draws[0][1]:11d} {draws[0][1] / total:6.2f}")
+    print("\nreplayed on (a)'s curves (synchronous halving; HV kept of (a)'s, iterations as a share of (a)'s); "
+          "target: HV >= 0.95 for <= 0.5 of the iterations")
+    print(f"{'min_it':>6s} {'rf':>3s} {'rungs':18s} {'ours':>6s} {'ASHA':>6s} {'MO-ASHA':>7s} {'random':>7s} "
+          f"{'iterations':>10s}")
+    settings = sorted({(m, rf), *((mi, f) for mi in (60, 180, 540) for f in (2, 3) if mi * f <= full)})
+    for mi, f in settings:
+        sweep = load_study_rungs(mi, f, full)
+        usable = {k: psnr_at[k] for k in final if all(r in psnr_at.get(k, {}) for r in sweep[:-1])}
+        points = complete.set_index("trial_id").loc[list(usable)]
+        total = len(usable) * full
+        kept = {}
+        for label, rule in (("ours", order_ours), ("asha", order_asha_psnr), ("moasha", order_moasha_epsnet)):
+            survivors, spent = replay(rule, usable, cost, sweep, f)
+            kept[label] = ratio(hypervolume(points.loc[survivors].reset_index(), reference), hv_a)
+        draws = [replay(None, usable, cost, sweep, f, random.Random(seed)) for seed in range(200)]
+        kept["random"] = np.mean([ratio(hypervolume(points.loc[d].reset_index(), reference), hv_a) for d, _ in draws])
+        print(f"{mi:6d} {f:3d} {','.join(map(str, sweep[:-1])):18s} {kept['ours']:6.3f} {kept['asha']:6.3f} "
+              f"{kept['moasha']:7.3f} {kept['random']:7.3f} {spent / total:10.2f}")
 
 
 def load_study_rungs(m: int, rf: int, full: int) -> list[int]:
