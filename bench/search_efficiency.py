@@ -13,6 +13,7 @@ epsilon-net order within a front, seeded at the first objective) and random stop
     python bench/search_efficiency.py                    # the full run (~45 min on 2 cores)
     python bench/search_efficiency.py --keep runs/bench --full-only     # (a) and the replayed settings only
     python bench/search_efficiency.py --keep runs/bench --min-iterations 180 --reduction-factor 2   # reuses (a)
+    python bench/search_efficiency.py --keep runs/bench      # again: reuses every finished run, prints the tables
     python bench/search_efficiency.py --candidates 6 --iterations 180 --min-iterations 20   # a quick check
 """
 
@@ -32,7 +33,7 @@ from scipy.stats import kendalltau
 
 from sr_search import launch, load_results, load_study
 from sr_search.results.pareto import hypervolume_2d, pareto_front
-from sr_search.run.halving import promotion_order
+from sr_search.run.halving import promotable, promotion_order
 
 OBJECTIVES = {"psnr_y": "max", "latency_ms": "min"}
 #: (a) validates every gcd(min_iterations, SWEEP_STEP) iterations, so the replays can stop at the rungs of every
@@ -67,10 +68,15 @@ def study_text(name: str, n: int, iterations: int, val_every: int, concurrency: 
 
 
 def run(folder: Path, name: str, text: str) -> tuple[pd.DataFrame, float]:
+    """Launch one study and time it; a finished run of the same study in `folder` (--keep) is reused."""
+    seconds = folder / f"{name}.seconds"
+    if seconds.exists() and (folder / f"{name}.yaml").read_text() == text:
+        return load_results(folder / name), float(seconds.read_text())
     (folder / f"{name}.yaml").write_text(text)
     start = time.perf_counter()
     out = launch(load_study(folder / f"{name}.yaml"), out_dir=folder / name, echo=lambda _: None)
-    return load_results(out), time.perf_counter() - start
+    seconds.write_text(str(time.perf_counter() - start))
+    return load_results(out), float(seconds.read_text())
 
 
 def ratio(a: float, b: float) -> float:
@@ -121,18 +127,21 @@ def order_moasha_epsnet(points: dict[str, tuple[float, float]]) -> list[str]:
 
 def replay(rule, rung_psnr: dict[str, dict[int, float]], cost: dict[str, float], rungs: list[int], rf: int,
            rng: random.Random | None = None) -> tuple[list[str], int]:
-    """Synchronous successive halving on recorded curves: at each rung the top 1/rf (at least one) continue. Returns
-    the candidates that reach the full budget and the iterations spent."""
+    """Synchronous successive halving on recorded curves: at each rung the top 1/rf (at least one) by `rule` continue;
+    ours adds the rung's whole first front (the rung is complete), random stopping keeps as many as ours. Returns the
+    candidates that reach the full budget and the iterations spent."""
     alive, spent = sorted(rung_psnr), 0
     previous = 0
     for rung in rungs[:-1]:
         spent += (rung - previous) * len(alive)
         previous = rung
+        points = {k: (rung_psnr[k][rung], cost[k]) for k in alive}
         keep = max(1, len(alive) // rf)
-        if rng is not None:
-            alive = sorted(rng.sample(alive, keep))
+        if rule is order_ours:  # ours keeps the quota and, the rung being complete, its whole first front
+            alive = promotable(points, list(OBJECTIVES.values()), rf, complete=True)
+        elif rng is not None:  # random stopping keeps as many as ours at this rung
+            alive = sorted(rng.sample(alive, len(promotable(points, list(OBJECTIVES.values()), rf, complete=True))))
         else:
-            points = {k: (rung_psnr[k][rung], cost[k]) for k in alive}
             alive = rule(points)[:keep]
     spent += (rungs[-1] - previous) * len(alive)
     return alive, spent
@@ -146,7 +155,7 @@ def main() -> None:
     parser.add_argument("--reduction-factor", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--keep", type=Path, default=None,
-                        help="keep the study folders here; (a) is reused when this folder already holds it")
+                        help="keep the study folders here; a run this folder already holds (same study) is reused")
     parser.add_argument("--full-only", action="store_true", help="run (a) and the replays only")
     args = parser.parse_args()
     n, full, m, rf = args.candidates, args.iterations, args.min_iterations, args.reduction_factor
@@ -155,12 +164,8 @@ def main() -> None:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "space.yaml").write_text(SPACE)
-        if args.keep and (folder / "a_full" / "results.parquet").exists():
-            full_df, full_s = load_results(folder / "a_full"), float((folder / "a_full.seconds").read_text())
-        else:
-            every = math.gcd(m, SWEEP_STEP)
-            full_df, full_s = run(folder, "a_full", study_text("a_full", n, full, every, args.concurrency, ""))
-            (folder / "a_full.seconds").write_text(str(full_s))
+        every = math.gcd(m, SWEEP_STEP)
+        full_df, full_s = run(folder, "a_full", study_text("a_full", n, full, every, args.concurrency, ""))
         if args.full_only:
             halved_df, halved_s, more_df, more_s = full_df[:0], math.nan, full_df[:0], math.nan
         else:
@@ -172,7 +177,7 @@ def main() -> None:
     rungs = load_study_rungs(m, rf, full)
     complete = full_df[full_df["status"] == "complete"]
     bicubic = float(complete["bicubic_psnr_y"].iloc[0])
-    reference = (bicubic, 1.1 * float(pd.concat([full_df, more_df])["latency_ms"].max()))
+    reference = (bicubic, 1.1 * float(complete["latency_ms"].max()))  # (a)'s: one reference for every run
     hv_a = hypervolume(full_df, reference)
     front_a = set(pareto_front(full_df, OBJECTIVES)["trial_id"])
     kept = front_a & set(halved_df.loc[halved_df["status"] == "complete", "trial_id"])
@@ -189,7 +194,8 @@ def main() -> None:
         if len(df):
             print(f"{label:28s} {len(df):10d} {iters(df):11d} {iters(df) / iters(full_df):6.2f} {wall:8.0f} "
                   f"{wall / full_s:6.2f} {ratio(hypervolume(df, reference), hv_a):10.3f}")
-    print(f"(b) kept {len(kept)} of (a)'s {len(front_a)} front members")
+    if len(halved_df):
+        print(f"(b) kept {len(kept)} of (a)'s {len(front_a)} front members")
 
     psnr_at = curves(full_df)
     final = {k: float(v) for k, v in zip(complete["trial_id"], complete["psnr_y"])}
@@ -200,25 +206,28 @@ def main() -> None:
         print(f"  rung {rung:5d} iterations: Kendall tau {tau:.3f} over {len(ids)} candidates")
 
     cost = {k: float(v) for k, v in zip(complete["trial_id"], complete["latency_ms"])}
-    print("\nreplayed on (a)'s curves (synchronous halving; HV kept of (a)'s, iterations as a share of (a)'s); "
+    print("\nreplayed on (a)'s curves (synchronous halving): HV kept of (a)'s @ iterations as a share of (a)'s; "
           "target: HV >= 0.95 for <= 0.5 of the iterations")
-    print(f"{'min_it':>6s} {'rf':>3s} {'rungs':18s} {'ours':>6s} {'ASHA':>6s} {'MO-ASHA':>7s} {'random':>7s} "
-          f"{'iterations':>10s}")
-    settings = sorted({(m, rf), *((mi, f) for mi in (60, 180, 540) for f in (2, 3) if mi * f <= full)})
+    print(f"{'min_it':>6s} {'rf':>3s} {'rungs':16s} {'ours':>11s} {'ASHA (PSNR)':>11s} {'MO-ASHA':>11s} "
+          f"{'random':>11s}")
+    settings = sorted({(m, rf), *((mi, f) for mi in (60, 120, 180, 240, 360, 540) for f in (2, 3)
+                                  if mi * f <= full)})
     for mi, f in settings:
         sweep = load_study_rungs(mi, f, full)
         usable = {k: psnr_at[k] for k in final if all(r in psnr_at.get(k, {}) for r in sweep[:-1])}
         points = complete.set_index("trial_id").loc[list(usable)]
         total = len(usable) * full
-        kept = {}
-        for label, rule in (("ours", order_ours), ("asha", order_asha_psnr), ("moasha", order_moasha_epsnet)):
-            survivors, spent = replay(rule, usable, cost, sweep, f)
-            kept[label] = ratio(hypervolume(points.loc[survivors].reset_index(), reference), hv_a)
-        draws = [replay(None, usable, cost, sweep, f, random.Random(seed)) for seed in range(200)]
-        kept["random"] = np.mean([ratio(hypervolume(points.loc[d].reset_index(), reference), hv_a) for d, _ in draws])
-        print(f"{mi:6d} {f:3d} {','.join(map(str, sweep[:-1])):18s} {kept['ours']:6.3f} {kept['asha']:6.3f} "
-              f"{kept['moasha']:7.3f} {kept['random']:7.3f} {spent / total:10.2f}")
 
+        def kept_hv(ids: list[str], points: pd.DataFrame = points) -> float:
+            return ratio(hypervolume(points.loc[ids].reset_index(), reference), hv_a)
+
+        cells = []
+        for rule in (order_ours, order_asha_psnr, order_moasha_epsnet):
+            survivors, spent = replay(rule, usable, cost, sweep, f)
+            cells.append(f"{kept_hv(survivors):.3f}@{spent / total:.2f}")
+        draws = [replay(None, usable, cost, sweep, f, random.Random(seed)) for seed in range(200)]
+        cells.append(f"{np.mean([kept_hv(d) for d, _ in draws]):.3f}@{np.mean([s for _, s in draws]) / total:.2f}")
+        print(f"{mi:6d} {f:3d} {','.join(map(str, sweep[:-1])):16s} " + " ".join(f"{c:>11s}" for c in cells))
 
 def load_study_rungs(m: int, rf: int, full: int) -> list[int]:
     from sr_search.study.model import Pruning

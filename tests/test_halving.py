@@ -46,6 +46,17 @@ def test_asynchronous_share_and_a_complete_rung_keeps_at_least_one():
     assert len(promotable(six, MAX_MAX, reduction_factor=3)) == 2
 
 
+def test_a_complete_rung_keeps_its_whole_first_front_beyond_the_quota():
+    front = {f"f{i}": (25.0 + i, 1000.0 - 100 * i) for i in range(5)}  # five trade-offs nothing beats on both
+    behind = {f"d{i}": (24.0 - i, 50.0) for i in range(4)}  # each beaten on both by some front member
+    table = {**front, **behind}
+    assert len(promotable(table, MAX_MAX, reduction_factor=3)) == 3  # while more may arrive: the quota, floor(9/3)
+    assert set(promotable(table, MAX_MAX, reduction_factor=3, complete=True)) == set(front)
+    assert set(promotable(table, MAX_MAX, reduction_factor=2, complete=True)) >= set(front)
+    with_nan = {**table, "nan": (math.nan, 2000.0)}
+    assert "nan" not in promotable(with_nan, MAX_MAX, reduction_factor=3, complete=True)
+
+
 def test_rung_budgets():
     assert Pruning(min_iterations=200, reduction_factor=3).rungs(1800) == [200, 600, 1800]
     assert Pruning(min_iterations=100, reduction_factor=2).rungs(1000) == [100, 200, 400, 1000]  # no rung at 800

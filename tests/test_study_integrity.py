@@ -337,3 +337,28 @@ def test_status_with_a_damaged_progress_file_reports_the_rows(study):
     assert result.exit_code == 0, result.output
     assert f"warning: {study.progress} is unreadable" in result.output
     assert "[3/?] complete 3" in result.output
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe", "nsga2"])
+def test_a_resumed_search_samples_new_candidates_not_the_first_sessions_again(tmp_path: Path, sampler: str) -> None:
+    """Seeded samplers restart their generator in a new process: a resumed session seeded as the first one drew the
+    first session's random candidates again and trained duplicates (seen: trials 0016/0017 repeating 0000/0001)."""
+    from sr_search.run.tune.searcher import TrialBook
+    from sr_search.study.config import load_study
+
+    (tmp_path / "space.yaml").write_text("params:\n  block: plain\n  scale: 2\n  colors: 3\n  channels: 8\n"
+                                         "  depth: 1\n")
+    (tmp_path / "s.yaml").write_text(f"name: s\nspace: space.yaml\nn_trials: 8\nsampler: {sampler}\nseed: 3\n")
+    study = load_study(tmp_path / "s.yaml")
+    folder = StudyDir(tmp_path / "run")
+    folder.root.mkdir()
+
+    def draws(book: TrialBook, n: int) -> list[int]:
+        return [book.ask().suggest_int("x", 0, 10**9) for _ in range(n)]
+
+    first = draws(TrialBook(study, folder.storage_url), 3)
+    resumed = draws(TrialBook(study, folder.storage_url), 3)  # a new session: a new process's sampler
+    assert not set(first) & set(resumed)
+    other = StudyDir(tmp_path / "again")
+    other.root.mkdir()
+    assert draws(TrialBook(study, other.storage_url), 3) == first  # a fresh study with the same seed: the same draws

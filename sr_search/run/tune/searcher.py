@@ -27,16 +27,20 @@ PRUNED, FAIL = optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL
 CONFIG_ATTR = "config"
 
 
-def make_sampler(study: Study) -> optuna.samplers.BaseSampler:
+def make_sampler(study: Study, asked_before: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler. A session that continues a study whose storage already holds `asked_before` trials seeds
+    it with seed + asked_before: a sampler seeded as the first session was would draw that session's random
+    candidates again (Optuna's samplers restart their generator), and train duplicates."""
+    seed = study.seed + asked_before
     if study.mode == "ablation":
         return optuna.samplers.RandomSampler(seed=0)  # every candidate comes from the grid; nothing is sampled
     if study.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=study.seed, population_size=max(4, min(50, study.n_trials // 4)))
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, study.n_trials // 4)))
     if study.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=study.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if study.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=study.seed)
-    return optuna.samplers.TPESampler(seed=study.seed)
+        return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 class TrialBook:
@@ -52,6 +56,9 @@ class TrialBook:
             study_name=study.name, storage=self.storage, sampler=sampler or make_sampler(study), load_if_exists=True,
             directions=["maximize" if d == "max" else "minimize" for d in study.objectives.values()],
         )
+        asked_before = len(self.study.get_trials(deepcopy=False))
+        if sampler is None and asked_before:
+            self.study.sampler = make_sampler(study, asked_before)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study.set_metric_names(list(study.objectives))
