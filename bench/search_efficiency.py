@@ -169,11 +169,14 @@ def main() -> None:
         if args.full_only:
             halved_df, halved_s, more_df, more_s = full_df[:0], math.nan, full_df[:0], math.nan
         else:
-            halved_df, halved_s = run(folder, "b_halving", study_text("b_halving", n, full, 0, args.concurrency,
-                                                                      pruning))
+            setting = folder / f"m{m}_rf{rf}"  # (b) and (c) of each pruning setting in a folder of their own
+            setting.mkdir(exist_ok=True)
+            (setting / "space.yaml").write_text(SPACE)
+            halved_df, halved_s = run(setting, "b_halving", study_text("b_halving", n, full, 0, args.concurrency,
+                                                                       pruning))
             more = max(n + 1, int(n * full_s / max(halved_s, 1e-9)))
-            more_df, more_s = run(folder, "c_halving_more", study_text("c_halving_more", more, full, 0,
-                                                                       args.concurrency, pruning))
+            more_df, more_s = run(setting, "c_halving_more", study_text("c_halving_more", more, full, 0,
+                                                                        args.concurrency, pruning))
     rungs = load_study_rungs(m, rf, full)
     complete = full_df[full_df["status"] == "complete"]
     bicubic = float(complete["bicubic_psnr_y"].iloc[0])
