@@ -97,6 +97,7 @@ def test_trials_spread_over_nodes_timings_run_on_the_timing_node_and_workers_nev
     audited = Path(f"{log}.workers").read_text().split()
     assert len(audited) >= 2, "the audit hook was not installed in the workers"
     touched = log.read_text().splitlines() if log.exists() else []
+    print(f"{len(audited)} worker processes audited; {len(touched)} accesses under the study folder")
     assert touched == [], touched[:10]  # no worker opened or listed anything under the study folder
     assert not list(study_dir.glob("ray")), "Tune's storage is elsewhere: the study folder holds the driver's files"
 
