@@ -27,7 +27,7 @@ run: install
 test: install
 	$(PY) -m pytest -q
 
-# the tests that need no Ray instance: under a minute, for the edit-test loop
+# the tests that need no Ray instance (about a minute on 2 cores), for the edit-test loop
 test-fast: install
 	$(PY) -m pytest -q -m "not ray and not multinode"
 

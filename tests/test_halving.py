@@ -83,3 +83,23 @@ def test_no_pruned_candidate_is_ever_on_a_front_and_the_report_draws_them_greyed
     fig = plot_front(rows)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "stopped early (PSNR-Y at its rung)" in labels and "collapsed (below bicubic)" in labels
+
+
+def test_named_baselines_train_to_the_full_budget_and_still_rank_the_others(tmp_path):
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from sr_search.results.study_dir import StudyDir
+    from sr_search.run.tune.halving import ParetoHalving, RungLedger
+
+    scheduler = ParetoHalving(RungLedger(StudyDir(tmp_path)), MAX_MAX, reduction_factor=3, concurrency=2, expected=4)
+
+    def report(trial_id: str, psnr: float, throughput: float, baseline: str | None = None) -> str:
+        trial = SimpleNamespace(trial_id=f"tune_{trial_id}", config={"trial_id": trial_id, "baseline": baseline})
+        return scheduler.on_trial_result(None, trial, {"rung": 60, "rung_point": [psnr, throughput]})
+
+    assert report("0000", 25.0, 10.0, baseline="rtsrn-x2") == TrialScheduler.CONTINUE  # dominated, yet a reference
+    assert report("0001", 30.0, 100.0) == TrialScheduler.PAUSE  # floor(2/3) = 0: waits for more arrivals
+    assert report("0002", 31.0, 200.0) == TrialScheduler.CONTINUE  # floor(3/3) = 1: the best of three
+    assert set(scheduler.ledger.table(60)) == {"0000", "0001", "0002"}  # the baseline counted in the ranking

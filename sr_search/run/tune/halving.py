@@ -4,8 +4,9 @@
 sampler state); if it is in the top 1/reduction_factor of what reached that rung so far it continues at once,
 otherwise it is PAUSED (Tune keeps its checkpoint) and resumed, from that checkpoint, when enough candidates arrive
 behind it. Once nothing runs and every trial of the session exists, the lowest rung with waiting trials is
-complete: its top share continues and the rest are stopped (status `pruned`). It also caps how many trials run at
-once (`concurrency`), since a paused trial must not hold a slot.
+complete: its top share and its first front continue and the rest are stopped (status `pruned`). A study's named
+baselines (paper presets) always train to the full budget: they are the reference points of its front. It also
+caps how many trials run at once (`concurrency`), since a paused trial must not hold a slot.
 
 `RungLedger` is the driver's record of rungs in the study folder (`rungs/<id>.json`): each trial's rung points, its
 promotions and its latest rung checkpoint, so a resumed study ranks as before and continues paused trials from
@@ -85,6 +86,8 @@ class ParetoHalving(FIFOScheduler):
         point = result.get("rung_point")
         if point is not None:
             self.ledger.record(trial_id, int(rung), point)
+        if trial.config.get("baseline"):  # a named baseline is a reference point: ranked with the others, never paused
+            return TrialScheduler.CONTINUE
         if self._may_continue(trial_id, int(rung), complete=False):
             return TrialScheduler.CONTINUE
         self.waiting[trial.trial_id] = int(rung)
