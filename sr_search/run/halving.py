@@ -8,8 +8,9 @@ reached its rung so far continues at once; the others wait, and are promoted whe
 them). Once the rung is complete (nothing more will arrive), every waiting candidate on its first front continues
 too, however many that is: a candidate that nothing beats on every objective at its rung is never stopped. The
 quota alone keeps 1 in reduction_factor**k to the full budget, too few for a front in a study of tens of candidates
-(bench/search_efficiency.py: one of six front members kept at 18 candidates, 0.92 of the hypervolume; with the
-front kept, 0.95 for 0.26 of the iterations).
+(bench/search_efficiency.py, replayed on 18 candidates with rungs at 1/27, 1/9 and 1/3 of the budget: the quota
+alone, with either ASHA's or MO-ASHA's order, kept 0.90 of the hypervolume; with the front kept, 0.95 for 0.26 of
+the iterations).
 
 Order within a front: crowding distance (NSGA-II), largest first, each objective's extremes infinite; so the fastest
 candidate of the first front, and the best one, always come first: a candidate that owns a fast corner of the front
