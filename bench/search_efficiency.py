@@ -10,7 +10,7 @@ validation curves, the stop/continue decisions of four rules replayed at the sam
 crowding distance), single-objective ASHA on PSNR (Ray Tune's), Syne Tune's multi-objective ASHA (non-dominated rank,
 epsilon-net order within a front, seeded at the first objective) and random stopping at the same budget.
 
-    python bench/search_efficiency.py                    # the full run (~45 min on 2 cores)
+    python bench/search_efficiency.py                    # the full run (36 min on 2 cores)
     python bench/search_efficiency.py --keep runs/bench --full-only     # (a) and the replayed settings only
     python bench/search_efficiency.py --keep runs/bench --min-iterations 180 --reduction-factor 2   # reuses (a)
     python bench/search_efficiency.py --keep runs/bench      # again: reuses every finished run, prints the tables
@@ -37,7 +37,7 @@ from sr_search.run.halving import promotable, promotion_order
 
 OBJECTIVES = {"psnr_y": "max", "latency_ms": "min"}
 #: (a) validates every gcd(min_iterations, SWEEP_STEP) iterations, so the replays can stop at the rungs of every
-#: setting they try (min_iterations 60, 180, 540 x reduction factor 2, 3)
+#: setting they try (min_iterations 60 to 540, multiples of 60, x reduction factor 2 and 3)
 SWEEP_STEP = 60
 
 SPACE = """\
@@ -231,6 +231,7 @@ def main() -> None:
         draws = [replay(None, usable, cost, sweep, f, random.Random(seed)) for seed in range(200)]
         cells.append(f"{np.mean([kept_hv(d) for d, _ in draws]):.3f}@{np.mean([s for _, s in draws]) / total:.2f}")
         print(f"{mi:6d} {f:3d} {','.join(map(str, sweep[:-1])):16s} " + " ".join(f"{c:>11s}" for c in cells))
+
 
 def load_study_rungs(m: int, rf: int, full: int) -> list[int]:
     from sr_search.study.model import Pruning
