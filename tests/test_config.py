@@ -14,29 +14,16 @@ from sr_search.study.config import describe, load_study, validate_files, with_ov
 from sr_search.study.model import Study
 from sr_search.errors import SrSearchError
 from sr_search.study.space import RandomTrial
+from study_files import SPACE, write
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
 SPACES = sorted((ROOT / "searchspace").glob("*.yaml"))
 
-SPACE = """\
-params:
-  block: [rep, plain]
-  channels: [8, 16]
-  depth: [1, 2]
-"""
-
-
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     (tmp_path / "space.yaml").write_text(SPACE)
     return tmp_path
-
-
-def write(folder: Path, text: str, name: str = "study.yaml") -> Path:
-    path = folder / name
-    path.write_text(text)
-    return path
 
 
 def problems_of(folder: Path, text: str) -> list[str]:

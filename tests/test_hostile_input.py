@@ -11,27 +11,14 @@ from typer.testing import CliRunner
 from sr_search.cli import app
 from sr_search.errors import SrSearchError
 from sr_search.study.config import load_study, validate_files
+from study_files import SPACE, write
 
 runner = CliRunner()
-
-SPACE = """\
-params:
-  block: [rep, plain]
-  channels: [8, 16]
-  depth: [1, 2]
-"""
-
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     (tmp_path / "space.yaml").write_text(SPACE)
     return tmp_path
-
-
-def write(folder: Path, text: str, name: str = "study.yaml") -> Path:
-    path = folder / name
-    path.write_text(text)
-    return path
 
 
 def problems_of(path: Path) -> list[str]:

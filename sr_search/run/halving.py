@@ -32,6 +32,22 @@ Point = Sequence[float]
 
 def promotion_order(points: Mapping[str, Point], directions: Sequence[str]) -> list[str]:
     """Candidate ids best first: by non-dominated front, then crowding distance (largest first), then id."""
+    return [trial_id for trial_id, _ in _ranked(points, directions)]
+
+
+def promotable(points: Mapping[str, Point], directions: Sequence[str], reduction_factor: int,
+               *, complete: bool = False) -> list[str]:
+    """The candidates at a rung that may continue: the top floor(n / rf) of the n that reached it so far (ASHA), or,
+    once the rung is complete (nothing more will arrive), at least one and the whole first front."""
+    ranked = _ranked(points, directions)
+    keep = len(points) // reduction_factor
+    if complete:
+        keep = max(1, keep, sum(front == 0 for _, front in ranked))
+    return [trial_id for trial_id, _ in ranked[:keep]]
+
+
+def _ranked(points: Mapping[str, Point], directions: Sequence[str]) -> list[tuple[str, float]]:
+    """(id, front index) best first; a candidate with a missing value has front inf and comes last."""
     ids = sorted(points)
     if not ids:
         return []
@@ -46,22 +62,4 @@ def promotion_order(points: Mapping[str, Point], directions: Sequence[str]) -> l
         ranks[finite] = sub_ranks
         crowd[finite] = crowding_distance(sub, sub_ranks)
     order = sorted(range(len(ids)), key=lambda k: (ranks[k], -crowd[k], ids[k]))
-    return [ids[k] for k in order]
-
-
-def promotable(points: Mapping[str, Point], directions: Sequence[str], reduction_factor: int,
-               *, complete: bool = False) -> list[str]:
-    """The candidates at a rung that may continue: the top floor(n / rf) of the n that reached it so far (ASHA), or,
-    once the rung is complete (nothing more will arrive), at least one and the whole first front."""
-    order = promotion_order(points, directions)
-    keep = len(points) // reduction_factor
-    if complete:
-        keep = max(1, keep, _first_front_size(points, directions))
-    return order[:keep]
-
-
-def _first_front_size(points: Mapping[str, Point], directions: Sequence[str]) -> int:
-    signs = np.array([-1.0 if d == "max" else 1.0 for d in directions])
-    values = np.array([[float(v) for v in p] for p in points.values()], dtype=float).reshape(len(points), -1)
-    values = values[np.isfinite(values).all(axis=1)] * signs
-    return int((nondominated_ranks(values) == 0).sum()) if len(values) else 0
+    return [(ids[k], float(ranks[k])) for k in order]
