@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ..columns import USES_TIMING
 from ..errors import SrSearchError
 from ..study.model import DEFAULT_OBJECTIVES
 from .pareto import default_reference, dominance, eligible_mask, hypervolume_2d, pareto_front
@@ -41,8 +42,8 @@ __all__ = ["ANCHORS", "Comparison", "compare_studies"]
 
 #: fixed hypervolume reference values: the worst value that still means something, the same in every comparison
 ANCHORS = {"psnr_gain": 0.0, "ssim_y": 0.0, "ntire_score": 0.0, "throughput": 0.0, "mpix_per_s": 0.0}
-#: columns that depend on the timing protocol and device
-TIMED = ("latency_ms", "latency_ms_p90", "throughput", "mpix_per_s", "peak_mem_mb", "ntire_score")
+#: columns that depend on the timing protocol and device (from the column catalog)
+TIMED = USES_TIMING
 _HV_ZERO = ("(HV 0: no front point beats the reference in every objective, e.g. none above bicubic; "
             "--reference NAME=VALUE pins another)")
 _FRONTS_HEAD = ("Fronts (dominated_by: points of another study's front that are at least as good in every objective "

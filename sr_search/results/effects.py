@@ -41,6 +41,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from ..columns import DEPLOYED_COST, TIMED
 from ..study.model import DEFAULT_OBJECTIVES, METRICS
 from .contrasts import (
     NO_DATA, NO_NOISE, NOISE_FLOOR, PAIRED, Cell, Estimate, estimate, noise_sd, seeds_needed, verdict,
@@ -57,9 +58,7 @@ EFFECT_COLUMNS = (
     "ci_low", "ci_high", "n_seeds", "base_seeds", "noise_floor", "method", "verdict", "rule",
 )
 #: objectives that depend only on the deployed network: equal `deploy_key`, equal cost, whatever the seed
-COST_OBJECTIVES = ("params_deploy", "macs_deploy", "latency_ms", "latency_ms_p90", "latency_ms_mean", "throughput",
-                   "mpix_per_s", "peak_mem_mb")
-_TIMED = ("latency_ms", "latency_ms_p90", "latency_ms_mean", "throughput", "mpix_per_s", "peak_mem_mb")
+COST_OBJECTIVES = DEPLOYED_COST
 Objectives = Mapping[str, str] | Sequence[str] | None
 
 
@@ -278,13 +277,13 @@ class _Design:
                     "rule": "deploys to the base's network (same deploy_key): no cost difference by construction"}
         means = [(w, float(np.mean(list(values.values())))) for w, values in measured]
         effect = sum(w * m for w, m in means)
-        spread = _timing_spread(done) if objective in _TIMED else 0.0
+        spread = _timing_spread(done) if objective in TIMED else 0.0
         half = spread * sum(abs(w * m) for w, m in means)
-        est = Estimate(effect, effect - half, effect + half, n, "timing spread" if objective in _TIMED else "cost")
+        est = Estimate(effect, effect - half, effect + half, n, "timing spread" if objective in TIMED else "cost")
         rule = (f"another deployed network; timings count beyond their own median-to-p90 spread "
-                f"({spread:.1%})" if objective in _TIMED else "another deployed network; exact difference")
+                f"({spread:.1%})" if objective in TIMED else "another deployed network; exact difference")
         return {"effect": effect, "ci_low": est.low, "ci_high": est.high, "n_seeds": n,
-                "method": "timing spread" if objective in _TIMED else "deployed cost",
+                "method": "timing spread" if objective in TIMED else "deployed cost",
                 "verdict": verdict(est, direction), "rule": rule}
 
     # --- the budget hint ----------------------------------------------------------------------------------------

@@ -18,12 +18,12 @@ from typing import Any
 
 import pandas as pd
 
+from ..columns import STATUSES, TrialStatus
 from ..errors import SrSearchError, StudyDataWarning
 from . import store
 from .pareto import pareto_front
 from .study_dir import StudyDir, atomic_write
 
-STATUSES = ("complete", "failed", "infeasible", "pruned")
 
 
 @dataclass
@@ -78,7 +78,8 @@ class ProgressState:
     def snapshot(self) -> dict[str, Any]:
         """The state as plain data (what `progress.json` holds)."""
         counts = {s: sum(r.get("status") == s for r in self.rows.values()) for s in STATUSES}
-        complete = [r for r in self.rows.values() if r.get("status") == "complete" and _finite(r.get("psnr_y"))]
+        complete = [r for r in self.rows.values()
+                    if r.get("status") == TrialStatus.COMPLETE and _finite(r.get("psnr_y"))]
         best = max((r["psnr_y"] for r in complete), default=None)
         front = 0
         if complete and all(m in complete[0] for m in self.objectives):
@@ -126,7 +127,7 @@ def summarize(study_dir: Path | StudyDir, objectives: Mapping[str, str], total: 
     """Counts, best PSNR and front size from the rows on disk (what `status` trusts over a stale progress.json)."""
     df = store.load_results(study_dir)
     counts = df["status"].value_counts().to_dict() if len(df) else {}
-    complete = df[df["status"] == "complete"] if len(df) else df
+    complete = df[df["status"] == TrialStatus.COMPLETE] if len(df) else df
     best = complete["psnr_y"].max() if len(complete) else None
     front = pareto_front(df, objectives) if len(complete) else complete
     return {"total": total, "finished": int(len(df)), **{s: int(counts.get(s, 0)) for s in STATUSES},

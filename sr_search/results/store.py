@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..columns import CATALOG, SPEC_AFTER, STATUSES
 from ..errors import SrSearchError, StudyDataWarning, StudyWriteError
 from ..model.blocks import load_block_module
 from ..model.spec import ArchSpec, spec_field_infos
@@ -31,11 +32,11 @@ from ..study.model import DEFAULT_OBJECTIVES
 from ..study.yamlfile import load_bounded
 from .study_dir import StudyDir, atomic_write
 
-STATUSES = ("complete", "infeasible", "failed", "pruned")
-
 # text as 0.1 wrote it (pandas strings are large_string in Arrow), so old and new files have one schema
 _STR, _INT, _F64, _BOOL = pa.large_string(), pa.int64(), pa.float64(), pa.bool_()
 _TIME = pa.timestamp("us", tz="UTC")
+#: the catalog's Arrow type names (`sr_search.columns.ARROW_TYPES`) as pyarrow types
+ARROW = {"large_string": _STR, "int64": _INT, "float64": _F64, "bool": _BOOL, "timestamp[us, tz=UTC]": _TIME}
 
 
 def _spec_type(annotation: Any) -> pa.DataType:
@@ -49,25 +50,12 @@ def _spec_type(annotation: Any) -> pa.DataType:
     return _STR
 
 
-#: Required columns and their types, ArchSpec fields excepted (`schema()` adds them, the registered families' too);
-#: per-set metrics (`psnr_y_<set>`) and other extras are inferred.
-COLUMNS: dict[str, pa.DataType] = {
-    "study": _STR, "trial_id": _STR, "status": _STR, "error": _STR,
-    "arch_json": _STR, "arch_key": _STR, "deploy_key": _STR,
-    "baseline": _STR, "factor": _STR, "level": _STR,
-    "params_train": _INT, "params_deploy": _INT, "macs_deploy": _INT,
-    "psnr_y": _F64, "ssim_y": _F64, "bicubic_psnr_y": _F64, "psnr_gain": _F64, "collapsed": _BOOL,
-    "train_iterations": _INT, "train_seconds": _F64, "final_loss": _F64, "val_curve": _STR,
-    "rung": _INT, "rung_iterations": _INT, "rung_psnr_y": _F64, "rung_ssim_y": _F64, "rung_psnr_gain": _F64,
-    "latency_ms": _F64, "latency_ms_p90": _F64, "latency_ms_mean": _F64, "throughput": _F64, "mpix_per_s": _F64,
-    "timing_protocol": _STR, "timing_device": _STR, "timing_precision": _STR,
-    "timing_exclusive": _BOOL, "timing_cached": _BOOL, "timing_retimed": _BOOL, "timing_node": _STR,
-    "reparam_max_abs_err": _F64, "peak_mem_mb": _F64, "ntire_score": _F64, "ntire_esr_score": _F64,
-    "ntire_esr_gflops": _F64,
-    "constraint_violation": _F64,
-    "seed": _INT, "started_at": _TIME, "finished_at": _TIME, "host": _STR, "node": _STR, "versions": _STR,
-}
-_SPEC_AFTER = "error"  # spec columns go right after the status columns, as in 0.1
+#: Required columns and their types (the column catalog's fixed columns), ArchSpec fields excepted (`schema()` adds
+#: them, the registered families' too); per-set metrics (`psnr_y_<set>`) and other extras are inferred.
+COLUMNS: dict[str, pa.DataType] = {c.name: ARROW[c.arrow] for c in CATALOG if c.fixed}
+#: a column written only when measured (`psnr_rgb`) keeps the catalog's type when it is there
+_OPTIONAL: dict[str, pa.DataType] = {c.name: ARROW[c.arrow] for c in CATALOG if not c.fixed}
+_SPEC_AFTER = SPEC_AFTER  # spec columns go right after the status columns, as in 0.1
 
 
 def schema() -> dict[str, pa.DataType]:
@@ -117,6 +105,8 @@ def _table(row: dict[str, Any]) -> pa.Table:
             if typ == _STR and value is not None and not isinstance(value, str):
                 value = str(value)
             arrays.append(pa.array([value], type=typ))
+        elif name in _OPTIONAL and value is not None:
+            arrays.append(pa.array([value], type=_OPTIONAL[name]))
         else:
             arrays.append(pa.array([value]))
         fields.append(pa.field(name, arrays[-1].type))

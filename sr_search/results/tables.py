@@ -11,24 +11,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..columns import LABELS as COLUMN_LABELS
+from ..columns import UNITS as COLUMN_UNITS
 from .pareto import knee_point, pareto_front
 
 __all__ = ["PLOT_OBJECTIVES", "LABELS", "UNITS", "TABLE_COLUMNS", "front_table", "front_text", "ablation_table"]
 
 #: The front the scatter draws, and the objectives used when the study does not name its own.
 PLOT_OBJECTIVES = {"psnr_y": "max", "throughput": "max"}
-LABELS = {
-    "psnr_y": "PSNR-Y (dB)",
-    "ssim_y": "SSIM-Y",
-    "throughput": "throughput (images/s)",
-    "latency_ms": "latency (ms)",
-    "latency_ms_p90": "latency p90 (ms)",
-    "params_deploy": "parameters (deployed)",
-    "macs_deploy": "MACs (deployed)",
-    "ntire_score": "NTIRE23 score",
-    "psnr_gain": "PSNR-Y gain over bicubic (dB)",
-}
-UNITS = {"psnr_y": "dB", "throughput": "images/s", "latency_ms": "ms", "psnr_gain": "dB"}
+#: labels (with unit) and units of the result columns, from the column catalog
+LABELS, UNITS = COLUMN_LABELS, COLUMN_UNITS
 TABLE_COLUMNS = (
     "trial_id", "baseline", "block", "channels", "depth", "scale", "psnr_y", "ssim_y", "throughput",
     "latency_ms", "params_deploy", "macs_deploy", "timing_exclusive",

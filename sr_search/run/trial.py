@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ..columns import is_quality
 from ..errors import SrSearchError
 from ..model.deploy import check_equivalence, reparameterize
 from ..model.network import build
@@ -290,12 +291,6 @@ def _train_through_rungs(trainer: train.Trainer, rungs: Rungs | None, row: dict[
 
 #: columns of a rung's row that a finished trial does not keep
 RUNG_ONLY = ("status", "error", "rung", "train_iterations", "train_seconds", "final_loss", "finished_at")
-#: row columns that depend on the training budget; the others (cost) are exact before training
-QUALITY = ("psnr_y", "ssim_y", "psnr_gain", "psnr_rgb", "ntire_score", "ntire_esr_score")
-
-
-def is_quality(metric: str) -> bool:
-    return metric in QUALITY or metric.startswith(("psnr_y_", "ssim_y_", "psnr_rgb_"))
 
 
 def rung_row(row: dict[str, Any], index: int, result: train.TrainResult, quality: dict[str, float],

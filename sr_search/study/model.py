@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from ..columns import OBJECTIVES
 from ..errors import FieldProblem, SrSearchError
 from ..model.presets import preset as resolve_preset
 from ..model.spec import ArchSpec
@@ -26,13 +27,8 @@ from .space import SearchSpace
 from .space_file import load_space
 from .yamlfile import did_you_mean
 
-#: result columns a study may optimise, with the only direction that makes sense for each
-METRICS = {
-    "psnr_y": "max", "ssim_y": "max", "psnr_gain": "max", "ntire_score": "max", "ntire_esr_score": "min",
-    "throughput": "max",
-    "mpix_per_s": "max", "latency_ms": "min", "latency_ms_p90": "min", "params_deploy": "min",
-    "params_train": "min", "macs_deploy": "min", "peak_mem_mb": "min", "train_seconds": "min",
-}
+#: result columns a study may optimise, with the only direction that makes sense for each (from the column catalog)
+METRICS = OBJECTIVES
 #: what a study optimises unless it says otherwise: quality and speed (the one place this default lives)
 DEFAULT_OBJECTIVES: dict[str, str] = {"psnr_y": "max", "throughput": "max"}
 SEARCH_KEYS = ("sampler", "n_trials", "seed", "baselines", "pruning")
