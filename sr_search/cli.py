@@ -154,30 +154,45 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         _default_showwarning(message, category, filename, lineno, file, line)
 
 
+BLOCK_MODULE_HELP = "a .py file or module name of block families of your own (repeatable)"
+
+
 @app.command()
 @_guarded
 def inspect(
     models: list[str] = typer.Argument(..., help="preset names (see `sr-search presets`) or ArchSpec JSON objects"),
     scale: Optional[int] = typer.Option(None, help="override the scale (x2/x3 variants of the same model)"),
-    protocol: str = typer.Option("cpu", help="timing protocol whose input size the MACs are counted at"),
+    protocol: str = typer.Option("cpu", help="timing protocol whose input size the MACs are counted at; an engine "
+                                             "protocol (ort-cpu, openvino-cpu, ...) also shows the ops it cannot take"),
+    block_module: list[str] = typer.Option([], "--block-module", help=BLOCK_MODULE_HELP),
 ) -> None:
     """Parameters (training and deployed form), MACs of the deployed form and the deploy error."""
     from .run.inspect import inspect_table
 
+    _load_block_modules(block_module)
     specs = {name: _resolve(name, scale) for name in models}
     typer.echo(inspect_table(specs, protocol))
 
 
 @app.command()
 @_guarded
-def presets() -> None:
-    """List the paper baselines by name with their deployed parameter counts."""
+def presets(
+    block_module: list[str] = typer.Option([], "--block-module", help=BLOCK_MODULE_HELP),
+) -> None:
+    """List the paper baselines by name with their deployed parameter counts, then the block families."""
+    from .model.blocks import REGISTRY, family_source
     from .model.presets import PRESETS, REFERENCE_PARAMS, REFERENCE_SOURCE
 
+    _load_block_modules(block_module)
     for name, spec in PRESETS.items():
         count = REFERENCE_PARAMS.get(name)
         note = f"  ({REFERENCE_SOURCE[name]}: {count:,})" if count else ""
         typer.echo(f"{name:20s} {spec.block:10s} C={spec.channels:<3d} depth={spec.depth:<3d}{note}")
+    typer.echo("\nblock families (fields; * shapes the deployed network):")
+    for name, family in sorted(REGISTRY.items()):
+        fields = ", ".join(f + ("*" if f in family.deploy_fields else "") for f in family.field_names) or "-"
+        also = f", deploys as {family.deploys_as}" if family.deploys_as else ""
+        typer.echo(f"  {name:10s} {fields}{also}  [{_relative_text(family_source(name))}]")
 
 
 @app.command()
@@ -193,6 +208,9 @@ def launch(
     dashboard_host: str = typer.Option(
         "127.0.0.1", "--dashboard-host",
         help="where the local Ray dashboard listens; loopback unless you ask otherwise"),
+    allow_block_change: bool = typer.Option(
+        False, "--allow-block-change",
+        help="resume although a block module file changed: you say it builds the same networks (noted in the study)"),
 ) -> None:
     """Run a study: Optuna samples, Ray Tune trains, every candidate is reparameterized, timed and recorded."""
     from .run.tune.launch import launch as run
@@ -200,9 +218,58 @@ def launch(
 
     study = load_study(study_file)
     study_dir = run(study, out_dir=out, resume=resume, address=address, n_trials=trials, dry_run=dry_run,
-                    dashboard_host=dashboard_host, study_file=study_file, echo=_echo)
+                    dashboard_host=dashboard_host, study_file=study_file, echo=_echo,
+                    allow_block_change=allow_block_change)
     if not dry_run:
         report(study_dir)
+
+
+@app.command()
+@_guarded
+def confirm(
+    study_dir: Path = typer.Argument(..., help="a finished study directory (the source: only read)"),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="the confirmation's training budget"),
+    top: Optional[int] = typer.Option(
+        None, "--top", help="the K best by non-dominated rank, then crowding distance (default: the front)"),
+    include: list[str] = typer.Option([], "--include", help="'baselines': also the study's named baselines"),
+    seeds: int = typer.Option(1, "--seeds", help="train each candidate with this many seeds (its own, then the next)"),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="the confirmation's directory (default: next to the source, <name>.confirm-N)"),
+    continue_: bool = typer.Option(
+        False, "--continue", help="start from the source's kept weights; train the rest of the budget"),
+    show: bool = typer.Option(False, "--show", help="print the fidelity report of an existing confirmation; run "
+                                                    "nothing (STUDY_DIR may be the confirmation itself)"),
+    address: Optional[str] = typer.Option(None, "--address", help="join an existing Ray cluster"),
+    dashboard_host: str = typer.Option("127.0.0.1", "--dashboard-host", help="where the local Ray dashboard listens"),
+) -> None:
+    """Train a finished study's front again with a longer budget, as a study of its own (resumable), and report
+    how well the short trainings ranked it: Kendall tau and Spearman rho with 95% intervals, front kept/joined."""
+    from .results.fidelity import confirmed_source, study_fidelity
+
+    unknown = [i for i in include if i != "baselines"]
+    if unknown:
+        raise SrSearchError(f"--include {unknown[0]!r}: only 'baselines' can be included")
+    if show:
+        target = out
+        if target is None and confirmed_source(study_dir) is not None:
+            target = study_dir
+        if target is None:
+            if iterations is None:
+                raise SrSearchError("--show needs the confirmation: its folder, --out DIR, or the --iterations it ran")
+            from .study.confirm import confirmation_name
+            from .study.config import load_study
+
+            target = study_dir / ".." / confirmation_name(load_study(study_dir / "study.yaml").name, iterations)
+        typer.echo(_relative_text(study_fidelity(target).text()))
+        return
+    if iterations is None:
+        raise SrSearchError("--iterations is required: the budget the candidates are trained with again")
+    from .run.confirm import confirm as run
+
+    folder = run(study_dir, iterations, top=top, include_baselines="baselines" in include, seeds=seeds, out_dir=out,
+                 warm=continue_, address=address, dashboard_host=dashboard_host, echo=_echo)
+    report(folder)
+    typer.echo(_relative_text(study_fidelity(folder).text()))
 
 
 @app.command()
@@ -233,12 +300,15 @@ def validate(
 def time_models(
     models: list[str] = typer.Argument(..., help="preset names or ArchSpec JSON objects"),
     protocol: Optional[str] = typer.Option(
-        None, help="timing protocol: repsr, ntire23-x2/x3, ntire26-esr, ntire25-esr (-warm), cpu, ... "
+        None, help="timing protocol: repsr, ntire23-x2/x3, ntire26-esr, ntire25-esr (-warm), cpu, or a deployment "
+                   "engine: ort-cpu, openvino-cpu, ort-cuda, trt-fp16 ... "
                    "(default: repsr with a GPU, else cpu)"),
     device: Optional[str] = typer.Option(None, help="torch device, e.g. cuda:0 or cpu (default: the protocol's)"),
     scale: Optional[int] = typer.Option(None, help="override the scale of every model"),
+    block_module: list[str] = typer.Option([], "--block-module", help=BLOCK_MODULE_HELP),
 ) -> None:
     """Time deployed models on this machine with a named protocol; one table for all of them."""
+    _load_block_modules(block_module)
     from .run.timing.table import format_table, timing_table
     from .study.protocols import default_protocol
 
@@ -353,6 +423,13 @@ def _number(value: str, name: str) -> float:
         return float(value)
     except ValueError:
         raise SrSearchError(f"--reference {name}={value}: the value must be a number") from None
+
+
+def _load_block_modules(refs: list[str]) -> None:
+    from .model.blocks import load_block_module
+
+    for ref in refs:
+        load_block_module(ref)
 
 
 def _resolve(name: str, scale: Optional[int]):

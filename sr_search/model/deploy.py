@@ -10,6 +10,7 @@ Frozen BN).
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -78,3 +79,65 @@ def check_equivalence(
     if tolerance is not None and not err <= tolerance:
         raise SrSearchError(f"deployed model differs from the trained model: max abs error {err:.3g} > {tolerance:g}")
     return err
+
+
+def receptive_radius(deployed: nn.Module) -> int:
+    """How far (LR pixels) a border effect can travel inward: the sum of every conv's reach, strides ignored (an
+    upper bound for chains of stride-1 convs, which is what a padding error propagates through)."""
+    reach = 0
+    for m in deployed.modules():
+        if isinstance(m, nn.Conv2d):
+            reach += max(m.dilation[i] * (m.kernel_size[i] - 1) // 2 for i in (0, 1))
+    return reach
+
+
+@torch.no_grad()
+def locate_difference(model: nn.Module, deployed: nn.Module, *, seed: int = 0) -> tuple[float, float, int]:
+    """Where `deployed` differs from `model` in eval mode: (max abs error in the border band, max abs error
+    inside it, the band's width in LR pixels). The band is as wide as a border effect can reach (the deployed
+    network's receptive radius); the input is large enough to leave an interior, at least 8 LR pixels."""
+    spec = getattr(model, "spec", None)
+    r = spec.unshuffle if spec is not None else 1
+    scale = spec.scale if spec is not None else 1
+    band = max(1, receptive_radius(deployed))
+    side = math.ceil((2 * band + 8) / r) * r
+    size = (max(side, 17 * r), max(side + 2 * r, 19 * r))
+    colors = spec.colors if spec is not None else 3
+    param = next(model.parameters())
+    x = torch.rand(1, colors, *size, generator=torch.Generator().manual_seed(seed)).to(param.device, param.dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        diff = (model(x) - deployed(x)).abs().amax(dim=(0, 1))
+    finally:
+        model.train(was_training)
+    hr_band = band * scale
+    inside = diff[hr_band:-hr_band, hr_band:-hr_band]
+    interior = inside.max().item() if inside.numel() else 0.0
+    mask = torch.ones_like(diff, dtype=torch.bool)
+    mask[hr_band:-hr_band, hr_band:-hr_band] = False
+    return diff[mask].max().item(), interior, band
+
+
+def describe_difference(border: float, interior: float, band: int, tolerance: float) -> str:
+    """Where the error lies, in words that point at the bug."""
+    where = f"border band (outer {band} LR px) {border:.3g}, interior {interior:.3g}"
+    if border > tolerance and not interior > tolerance:
+        return (f"{where}: only the borders differ - a padding problem (a 1x1 conv before a 3x3 conv needs its "
+                f"output padded with its bias, not zeros: fuse.pad_with, or zero-pad the input before the 1x1)")
+    if interior > tolerance:
+        return f"{where}: the interior differs too - the fused weights are wrong, not only the padding"
+    return where
+
+
+@torch.no_grad()
+def check_untrained(model: nn.Module, *, tolerance: float, seed: int = 0) -> tuple[float, str | None]:
+    """Deploy `model` as it is (untrained, with whatever BN statistics it holds) and compare: (max abs error,
+    None) when it deploys exactly, else (error, a message saying where it differs). `model` is not changed."""
+    deployed = reparameterize(model)
+    err = check_equivalence(model, deployed, seed=seed)
+    if err <= tolerance:
+        return err, None
+    border, interior, band = locate_difference(model, deployed, seed=seed)
+    return err, (f"deployed model differs from the trained model: max abs error {err:.3g} > {tolerance:g}; "
+                 + describe_difference(border, interior, band, tolerance))

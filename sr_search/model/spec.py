@@ -68,7 +68,8 @@ class ArchSpec(Record):
             else:
                 allowed = [*cls.model_fields, *own]
                 problems.append(FieldProblem(name, "unknown field", allowed, value))
-        for name, default in family.defaults({**_COMMON_DEFAULTS, **common}).items():
+        dynamic = family.defaults({**_COMMON_DEFAULTS, **common})
+        for name, default in dynamic.items():
             if given.get(name) is None:
                 given[name] = default
         try:
@@ -77,7 +78,13 @@ class ArchSpec(Record):
             problems += field_problems(exc, family.Fields)
         if problems:
             raise ProblemList(problems)
-        return {**common, **fields.model_dump()}
+        own_values = fields.model_dump()
+        # a field that does not apply (its `applies_when` fails) takes its default: one spec, one arch_key
+        values = {**_COMMON_DEFAULTS, **common, **own_values}
+        for name in family.applies_when:
+            if not family.active(name, values):
+                own_values[name] = dynamic.get(name, own[name].default)
+        return {**common, **own_values}
 
     @model_validator(mode="after")
     def _check_combinations(self) -> ArchSpec:

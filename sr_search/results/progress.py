@@ -38,6 +38,7 @@ class ProgressState:
     started: float = field(default_factory=time.time)
     running: dict[str, dict[str, Any]] = field(default_factory=dict)
     phase: str = "running"
+    last_failure: dict[str, Any] | None = None
 
     @classmethod
     def start(cls, total: int, rows: pd.DataFrame, objectives: Mapping[str, str],
@@ -67,6 +68,8 @@ class ProgressState:
     def finish(self, trial_id: str, row: Mapping[str, Any]) -> None:
         self.rows[trial_id] = {k: row.get(k) for k in ("trial_id", "status", "psnr_y", *self.objectives)}
         self.running.pop(trial_id, None)
+        if row.get("status") == "failed":  # what the progress line shows: the reason, not only a count
+            self.last_failure = {"trial_id": trial_id, "block": row.get("block"), "error": row.get("error")}
 
     def stop(self, trial_id: str | None) -> None:
         self.running.pop(trial_id, None)
@@ -92,7 +95,8 @@ class ProgressState:
                 "running_trials": sorted(self.running.values(), key=lambda e: e["trial_id"]),
                 "best_psnr_y": None if best is None else round(float(best), 3), "front_size": front,
                 "elapsed_s": round(now - self.started, 1), "eta_s": None if eta is None else round(eta, 1),
-                "dashboard": self.dashboard, "updated_at": now, "state": self.phase}
+                "dashboard": self.dashboard, "updated_at": now, "state": self.phase,
+                "last_failure": self.last_failure}
 
 
 def progress_line(state: Mapping[str, Any]) -> str:
@@ -115,6 +119,25 @@ def running_lines(state: Mapping[str, Any]) -> list[str]:
         psnr = "-" if t.get("psnr_y") is None else f"{t['psnr_y']:.3f} dB"
         lines.append(f"  {t['trial_id']} {t.get('block') or '?':9s} C{t.get('channels')} D{t.get('depth')}  "
                      f"it {t.get('iteration', 0)}/{t.get('of', '?')}  last PSNR-Y {psnr}")
+    return lines
+
+
+def failure_lines(df: pd.DataFrame, width: int = 400) -> list[str]:
+    """The failed trials of a study's rows with their reasons (what the end of a launch prints); a study in which
+    every trial failed says so first."""
+    if not len(df) or "status" not in df.columns:
+        return []
+    failed = df[df["status"] == "failed"]
+    if failed.empty:
+        return []
+    lines = [f"Failed trials ({len(failed)} of {len(df)}):"]
+    if len(failed) == len(df):
+        lines.insert(0, f"Every trial failed ({len(df)} of {len(df)}): this study has no result. The study itself "
+                        f"ran to the end (exit code 0); the reasons:")
+    for row in failed.to_dict("records"):
+        reason = " ".join(str(row.get("error") or "no reason recorded").split())
+        reason = reason if len(reason) <= width else reason[:width - 3] + "..."
+        lines.append(f"  {row.get('trial_id')} {row.get('block') or '?'}: {reason}")
     return lines
 
 

@@ -5,12 +5,14 @@ Shared by the HTML report (`report`), the figures (`figures`) and `sr-search par
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..columns import DEFAULT_OBJECTIVES
 from ..columns import LABELS as COLUMN_LABELS
 from ..columns import UNITS as COLUMN_UNITS
 from .pareto import knee_point, pareto_front
@@ -18,7 +20,7 @@ from .pareto import knee_point, pareto_front
 __all__ = ["PLOT_OBJECTIVES", "LABELS", "UNITS", "TABLE_COLUMNS", "front_table", "front_text", "ablation_table"]
 
 #: The front the scatter draws, and the objectives used when the study does not name its own.
-PLOT_OBJECTIVES = {"psnr_y": "max", "throughput": "max"}
+PLOT_OBJECTIVES = DEFAULT_OBJECTIVES
 #: labels (with unit) and units of the result columns, from the column catalog
 LABELS, UNITS = COLUMN_LABELS, COLUMN_UNITS
 TABLE_COLUMNS = (
@@ -30,17 +32,45 @@ TABLE_COLUMNS = (
 def front_table(df: pd.DataFrame, objectives: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The Pareto front as a display table (what `sr-search pareto DIR` prints), best first.
 
-    Columns: the identifying and measured columns present in `df`, the objectives, and ``knee``
+    Columns: the identifying and measured columns present in `df`, the block families' own fields that vary
+    within the front (after `scale`), the objectives, and ``knee``
     (True on the knee point when there are two objectives).
     """
     objectives = dict(objectives or PLOT_OBJECTIVES)
     front = pareto_front(df, objectives)
     columns = [c for c in dict.fromkeys([*TABLE_COLUMNS[:6], *objectives, *TABLE_COLUMNS[6:]]) if c in df.columns]
     table = front[columns].copy()
+    own = {k: v for k, v in family_field_columns(front).items() if k not in table.columns}
+    for position, (name, values) in enumerate(own.items()):
+        table.insert(sum(c in table.columns for c in TABLE_COLUMNS[:6]) + position, name, values)
     if len(objectives) == 2:
         knee_label = knee_point(front, objectives).name if len(front) else None
         table["knee"] = [label == knee_label for label in front.index]
     return table.reset_index(drop=True)
+
+
+def family_field_columns(front: pd.DataFrame) -> dict[str, list[Any]]:
+    """The block families' own fields (read from each row's `arch_json`, so a family whose module is not loaded
+    here shows too) that vary within `front`: name -> one value per row (None on rows of other families). Front
+    points of one family that differ only in its fields (DBB's branches) can then be told apart."""
+    if "arch_json" not in front.columns or front.empty:
+        return {}
+    from ..model.spec import COMMON_FIELDS
+
+    specs = []
+    for text in front["arch_json"]:
+        try:
+            data = json.loads(text) if isinstance(text, str) else {}
+        except ValueError:
+            data = {}
+        specs.append({k: v for k, v in data.items() if k not in COMMON_FIELDS} if isinstance(data, dict) else {})
+    out = {}
+    for name in dict.fromkeys(k for spec in specs for k in spec):
+        values = [spec.get(name) for spec in specs]
+        present = [json.dumps(v) for v in values if v is not None]
+        if len(set(present)) > 1:
+            out[name] = values
+    return out
 
 
 def front_text(df: pd.DataFrame, objectives: Mapping[str, str] | None = None) -> str:

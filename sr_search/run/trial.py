@@ -3,6 +3,7 @@ driver writes what it returns; the benchmarks call it in a loop).
 
     cheap checks (params, MACs, LR patch) -> time the deployed network (cached by deploy_key) -> budgets
       -> an infeasible candidate stops here, untrained
+    -> the untrained network (random BN statistics) deployed and compared: a broken fusion fails here, untrained
     -> train -> reparameterize -> equivalence check -> evaluate the deployed network -> one row
 
 Cost is known before quality (DESIGN 9): the deployed network's shapes decide its params, MACs and latency, so they
@@ -26,9 +27,11 @@ import torch
 
 from ..columns import is_quality
 from ..errors import SrSearchError
-from ..model.deploy import check_equivalence, reparameterize
+from ..model.blocks import family_source
+from ..model.deploy import check_equivalence, check_untrained, reparameterize
 from ..model.network import build
 from ..model.spec import ArchSpec
+from ..model.testing import randomize_statistics
 from ..results.store import spec_columns
 from ..study.model import Study
 from ..study.settings import DataSpec
@@ -37,6 +40,7 @@ from . import data as data_mod
 from . import metrics, train
 from .challenge import ESR, fvcore_gflops, score_columns
 from .timing.cache import TimingCache
+from .timing.engine import EngineError
 from .timing.measure import protocol_cost, time_spec
 from .timing.result import Timing
 
@@ -58,6 +62,10 @@ class TrialTask:
     baseline: str | None = None
     factor: str | None = None
     level: Any = None
+    #: a confirmation's candidate: its source trial, and the source's kept weights it continues from (if any)
+    source_trial: str | None = None
+    warm_start: str | None = None
+    warm_iterations: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,20 +95,29 @@ class TrialOutcome:
 
 def task_columns(task: TrialTask, study_name: str) -> dict[str, Any]:
     """The columns a trial's row has whatever happens to it: who it is and what it was asked to run."""
-    return {
+    columns = {
         "study": study_name, "trial_id": task.trial_id, **spec_columns(task.spec), "baseline": task.baseline,
         "factor": task.factor, "level": None if task.factor in (None, "base") else str(task.level),
         "seed": task.seed,
     }
+    if task.source_trial is not None:  # a confirmation's row names the trial it confirms
+        columns["source_trial_id"] = task.source_trial
+        if task.warm_iterations is not None:
+            columns["continued_from_iterations"] = task.warm_iterations
+    return columns
 
 
-def versions() -> str:
+def versions(block: str | None = None) -> str:
+    """The code a row was made with; with `block`, where its family's code came from (`sr_search`, an installed
+    package's version, or a block file with its SHA-256)."""
     import numpy
     import pandas
 
-    return json.dumps({"sr_search": __import__("sr_search").__version__, "torch": torch.__version__,
-                       "numpy": numpy.__version__, "pandas": pandas.__version__,
-                       "python": platform.python_version()})
+    out = {"sr_search": __import__("sr_search").__version__, "torch": torch.__version__,
+           "numpy": numpy.__version__, "pandas": pandas.__version__, "python": platform.python_version()}
+    if block is not None and family_source(block) != "sr_search":
+        out["block"] = family_source(block)
+    return json.dumps(out)
 
 
 def pick_device(gpus: float) -> torch.device:
@@ -151,7 +168,7 @@ def run_trial(
     """
     timer = timer or local_timer(study, device, exclusive_timing)
     row = {**task_columns(task, study.name), "status": "complete", "error": None, "started_at": _now(),
-           "host": socket.gethostname(), "versions": versions(), "timing_protocol": study.protocol.name}
+           "host": socket.gethostname(), "versions": versions(task.spec.block), "timing_protocol": study.protocol.name}
     outcome = TrialOutcome(row)
 
     def finish(status: str, error: str | None = None) -> TrialOutcome:
@@ -201,6 +218,8 @@ def _cost_first(task: TrialTask, study: Study, timer: Timer, row: dict[str, Any]
         try:
             measured, cached = timer(spec)
         except SrSearchError as exc:
+            if isinstance(exc, EngineError):  # exported, built or checked wrongly: recorded, never timed
+                row.update(timing_runtime=protocol.runtime, engine_failure=exc.stage)
             return "failed", f"timing failed: {exc}"
         row.update(timing_columns(measured, cached))
         outcome.timing = None if cached else measured
@@ -217,6 +236,13 @@ def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, 
                            finish: Callable[..., TrialOutcome], report: Report | None,
                            rungs: Rungs | None) -> TrialOutcome:
     spec, row = task.spec, outcome.row
+    untrained = _check_untrained(spec, device, task.seed)  # a broken fusion fails here, before any training
+    if untrained is not None:
+        row["reparam_max_abs_err"] = untrained[0]
+        return finish("failed", f"before training: {untrained[1]}")
+    if task.warm_start is not None:  # `confirm --continue`: from the proxy's weights, for the rest of the budget
+        study = study.model_copy(update={"train": study.train.model_copy(update={
+            "warm_start": task.warm_start, "iterations": study.train.iterations - (task.warm_iterations or 0)})})
     try:
         train_data = _train_data(study.data, spec.scale, spec.colors, str(device))
         val_sets, bicubic = _val_data(study.data, spec.scale, spec.colors, spec.unshuffle)
@@ -265,6 +291,17 @@ def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, 
     row["collapsed"] = bool(row["psnr_gain"] < 0)
     row.update(score_columns(row, study.protocol.score))
     return finish("complete")
+
+
+def _check_untrained(spec: ArchSpec, device: torch.device, seed: int) -> tuple[float, str] | None:
+    """Deploy the untrained network, with random BN statistics, on the trial's device and in its dtype, and compare
+    (the post-training check stays): (error, where it lies) when it does not deploy exactly, else None. Uses its own
+    generators, so the trial's initial weights and data order are unchanged."""
+    with torch.random.fork_rng(devices=[]):  # the global generator is left as it was
+        model = build(spec)
+    randomize_statistics(model, torch.Generator().manual_seed(seed))
+    err, problem = check_untrained(model.to(device), tolerance=EQUIVALENCE_TOLERANCE, seed=seed)
+    return None if problem is None else (err, problem)
 
 
 def _train_through_rungs(trainer: train.Trainer, rungs: Rungs | None, row: dict[str, Any], study: Study,
@@ -322,6 +359,9 @@ def timing_columns(measured: Timing, cached: bool) -> dict[str, Any]:
         "throughput": measured.throughput, "mpix_per_s": measured.mpix_per_s, "peak_mem_mb": measured.peak_mem_mb,
         "timing_device": measured.device_name, "timing_precision": measured.precision,
         "timing_exclusive": measured.exclusive, "timing_cached": cached, "timing_node": measured.node,
+        **({} if measured.runtime == "torch" else {
+            "timing_runtime": measured.runtime, "engine_build_s": measured.engine_build_s,
+            "engine_versions": measured.engine_versions, "engine_max_abs_err": measured.engine_max_abs_err}),
     }
 
 

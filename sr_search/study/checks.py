@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..errors import SrSearchError
-from ..model.blocks import family_of
+from ..model.blocks import family_of, family_source
 from ..model.presets import PRESETS
 from ..records import field_problems
 from .model import ABLATION_KEYS, MAX_TRIALS, SEARCH_KEYS, Study
@@ -178,3 +178,39 @@ def study_scale(study: Study, space: SearchSpace | None) -> int | None:
         except SrSearchError:
             return None
     return space.fixed_value("scale") if space is not None else None
+
+
+#: contract results of this process, by family source (a family file's hash): a study loaded twice is checked once
+_CONTRACTS: dict[tuple[str, str], str | None] = {}
+
+
+def contract_problems(blocks: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
+    """(block, problem) for each family of your own among `blocks` that breaks the block contract (a quick run of
+    `sr_search.model.testing.check_family`: deployment exact, deploy_key honest). Built-in families are left out:
+    sr-search's own tests run the full contract over them."""
+    from ..model.testing import check_family
+
+    out = []
+    for block in dict.fromkeys(blocks):
+        source = family_source(block)
+        if source == "sr_search":
+            continue
+        key = (block, source)
+        if key not in _CONTRACTS:
+            try:
+                check_family(block, quick=True)
+                _CONTRACTS[key] = None
+            except (AssertionError, SrSearchError) as exc:
+                _CONTRACTS[key] = str(exc)
+            except Exception as exc:  # the family's own code raised: the same verdict, with what it raised
+                _CONTRACTS[key] = f"building or deploying it raised {type(exc).__name__}: {exc}"
+        if _CONTRACTS[key] is not None:
+            out.append((block, _CONTRACTS[key]))
+    return out
+
+
+def check_contracts(doc: Doc, space: SearchSpace, key: tuple[str, ...] = ("space",)) -> None:
+    """Refuse a space whose own block families break the contract, before anything starts."""
+    for block, problem in contract_problems(space.blocks):
+        doc.problem(key, f"block family {block!r} breaks the block contract (sr_search.model.testing.check_family):"
+                         f" {problem}")

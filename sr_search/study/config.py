@@ -35,6 +35,11 @@ heavy starts. Keys::
     keep_checkpoints: bool                  default false
     out_dir: PATH                           default runs/<name>, relative to the current directory
     storage: PATH | URI                     where Tune keeps trial checkpoints (s3://...); default the study folder
+    # a confirmation study (written by `sr-search confirm`, sr_search/run/confirm.py)
+    confirms: DIR                           the source study folder (only read); everything else is the source's
+                                            but `train` and the candidates
+    candidates: [{trial: ID, arch: {FIELD: VALUE...}, seeds: [int...], baseline, warm_start, warm_iterations}]
+                                            each source trial trained again once per seed (n_trials: their count)
 """
 
 from __future__ import annotations
@@ -45,8 +50,8 @@ from typing import Any, Iterable
 from pydantic import ValidationError
 
 from ..errors import SrSearchError
-from .checks import (check_ablation, check_baselines, check_modes, check_patch, check_references, check_space,
-                     report_validation, study_scale)
+from .checks import (check_ablation, check_baselines, check_contracts, check_modes, check_patch, check_references,
+                     check_space, report_validation, study_scale)
 from .data_check import check_data
 from .model import Study
 from .space import describe_space
@@ -82,6 +87,7 @@ def validate_study(doc: Doc, base_dir: Path | None) -> Study | None:
         return None
     study = study.model_copy(update={"loaded_space": space})
     check_baselines(doc, study, space)
+    check_contracts(doc, space)
     if study.mode == "ablation":
         check_ablation(doc, study, space)
     check_patch(doc, study, space)
@@ -114,7 +120,9 @@ def validate_files(paths: Iterable[str | Path]) -> list[Problem]:
         if not doc.problems:
             kind = detect_kind(doc)
             if kind == "space":
-                parse_space(doc)
+                space = parse_space(doc)
+                if space is not None:
+                    check_contracts(doc, space, ("block_modules",))
             elif kind == "study":
                 validate_study(doc, base_dir=Path(path).parent)
         problems += [p for p in sort_problems(doc.problems) if p not in problems]
@@ -130,7 +138,11 @@ def describe(path: str | Path) -> str:
     study = load_study(path)
     scale = study_scale(study, study.search_space())
     lines = [f"study {study.name!r} ({study.mode}, x{scale}) -> {study.out_dir}"]
-    if study.mode == "search":
+    if study.confirms is not None:
+        lines.append(f"  confirms {study.confirms}: {len(study.candidates)} candidates, {study.n_trials} trainings")
+        lines += [f"    {c.trial}{' (' + c.baseline + ')' if c.baseline else ''} seeds {list(c.seeds)}"
+                  for c in study.candidates]
+    elif study.mode == "search":
         lines.append(f"  sampler {study.sampler}, {study.n_trials} trials, seed {study.seed}"
                      + (f", baselines first: {', '.join(study.baselines)}" if study.baselines else ""))
     else:

@@ -9,29 +9,79 @@ protocol and the device it times on, objectives, pruning).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import yaml
 
 from ..errors import SrSearchError
+from ..model.blocks import block_module_files, family_source
 from .model import Study
 from .yamlfile import load_bounded
 
 #: keys whose change would make old and new trials incomparable
 COMPARABLE = ("name", "mode", "fixed", "constraints", "base", "data", "train", "timing", "protocols", "timing_on",
-              "objectives", "pruning")
+              "objectives", "pruning", "confirms")
 
 
 def resolved(study: Study) -> dict[str, Any]:
     """What the study resolves to, as plain data: its search space (fixed fields pinned, constraints merged; no
-    file path) and its timing protocol."""
-    return {"space": study.search_space().model_dump(mode="json", exclude={"path"}),
-            "protocol": study.protocol.model_dump(mode="json")}
+    file path), its timing protocol, and the code of its own block families: `block_files` (the SHA-256 of every
+    block module file and of the helper modules next to it that it imported) and `block_packages` (the
+    distribution and version of a family an installed package or a module name brings), each only when there is
+    one."""
+    space = study.search_space()
+    out = {"space": space.model_dump(mode="json", exclude={"path"}), "protocol": study.protocol.model_dump(mode="json")}
+    files = block_module_files(space.block_modules)
+    if files:
+        out["block_files"] = files
+    packages = {}
+    for block in space.blocks:
+        source = family_source(block)
+        if source != "sr_search" and not any(source.startswith(f"{path} ") for path in files):
+            packages[block] = source
+    if packages:
+        out["block_packages"] = packages
+    return out
 
 
-def resolved_yaml(study: Study) -> str:
-    return yaml.safe_dump(resolved(study), sort_keys=False)
+def resolved_yaml(study: Study, previous: str | None = None, allowed: Sequence[str] = ()) -> str:
+    """`resolved(study)` as YAML; with the `previous` resolved.yaml, its `block_changes` are kept and the changes
+    `allowed` now (`--allow-block-change`) are added, dated: the study says which block files changed under it."""
+    data = resolved(study)
+    notes = []
+    if previous is not None:
+        old = load_bounded(previous, "resolved.yaml") or {}
+        notes = list(old.get("block_changes") or []) if isinstance(old, Mapping) else []
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    notes += [{"at": stamp, "change": line, "allowed_by": "--allow-block-change"} for line in allowed]
+    if notes:
+        data["block_changes"] = notes
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def block_changes(frozen_resolved: Mapping[str, Any] | None, study: Study) -> list[str]:
+    """A line per block module file (or package version) that differs from the one the study started with."""
+    if frozen_resolved is None:
+        return []
+    current = resolved(study)
+    out = []
+    old_files, new_files = frozen_resolved.get("block_files") or {}, current.get("block_files") or {}
+    for path in dict.fromkeys([*old_files, *new_files]):
+        old, new = old_files.get(path), new_files.get(path)
+        if old != new:
+            out.append(f"block module file {path}: sha256 {_short(old)} -> {_short(new)}")
+    old_packages, new_packages = frozen_resolved.get("block_packages") or {}, current.get("block_packages") or {}
+    for block in dict.fromkeys([*old_packages, *new_packages]):
+        if old_packages.get(block) != new_packages.get(block):
+            out.append(f"block family {block!r}: {old_packages.get(block) or '(unset)'} -> "
+                       f"{new_packages.get(block) or '(unset)'}")
+    return out
+
+
+def _short(digest: str | None) -> str:
+    return "(none)" if digest is None else digest[:16]
 
 
 def changes(frozen_study: Mapping[str, Any], frozen_resolved: Mapping[str, Any] | None, study: Study) -> list[str]:
@@ -49,12 +99,20 @@ def changes(frozen_study: Mapping[str, Any], frozen_resolved: Mapping[str, Any] 
     return out
 
 
-def check_resumable(frozen_study_text: str, frozen_resolved_text: str | None, study: Study, folder: object) -> None:
-    """Raise `SrSearchError` listing every incomparable change, with what to do instead."""
+def check_resumable(frozen_study_text: str, frozen_resolved_text: str | None, study: Study, folder: object,
+                    allow_block_change: bool = False) -> list[str]:
+    """Raise `SrSearchError` listing every incomparable change, with what to do instead. A changed block module
+    file is such a change unless `allow_block_change` (the user says it is the same network); the changes so
+    allowed are returned (for the study's notes)."""
     frozen = load_bounded(frozen_study_text, f"the study frozen in {folder}") or {}
     space = (load_bounded(frozen_resolved_text, f"the resolved space frozen in {folder}")
              if frozen_resolved_text is not None else None)
     found = changes(frozen, space, study)
+    blocks = block_changes(space if isinstance(space, Mapping) else None, study)
+    if blocks and not allow_block_change:
+        found += [f"{line} (its candidates may be other networks now; if it is the same network - a comment, a "
+                  f"refactor - resume with --allow-block-change, which notes the change in resolved.yaml)"
+                  for line in blocks]
     if found:
         raise SrSearchError(
             f"{folder} holds study {frozen.get('name')!r} with other settings; these changes would mix incomparable "
@@ -62,6 +120,7 @@ def check_resumable(frozen_study_text: str, frozen_resolved_text: str | None, st
             + "\nStart a new study with another --out (a study may only grow: more n_trials, seeds, levels or "
               "baselines; resources, sampler and checkpoints may change)"
         )
+    return blocks
 
 
 def _diff(prefix: str, old: Any, new: Any) -> list[tuple[str, Any, Any]]:

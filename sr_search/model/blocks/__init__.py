@@ -10,10 +10,11 @@ A family of your own, in your own module::
 """
 
 from . import eresidual, ecb, esdb, fuse, layers, plain, rep, rlfb, span  # noqa: F401 - registers the built-ins
-from .api import (REGISTRY, BlockFamily, FamilyFields, Spec, block_field_infos, example_values, family_of,
-                  load_block_module, load_entry_points, register, users_of)
+from .api import (REGISTRY, BlockFamily, FamilyFields, Spec, block_field_infos, block_module_files, example_values,
+                  family_of, family_source, load_block_module, load_entry_points, problem, register, users_of)
 
-__all__ = ["BlockFamily", "FamilyFields", "REGISTRY", "Spec", "block_field_infos", "example_values", "family_of",
-           "fuse", "layers", "load_block_module", "load_entry_points", "register", "users_of"]
+__all__ = ["BlockFamily", "FamilyFields", "REGISTRY", "Spec", "block_field_infos", "block_module_files",
+           "example_values", "family_of", "family_source", "fuse", "layers", "load_block_module", "load_entry_points",
+           "problem", "register", "users_of"]
 
 load_entry_points()

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
 
 from ...errors import FieldProblem, SrSearchError
-from ...records import no_bool_numbers
+from ...records import ProblemList, no_bool_numbers
 
 #: An `ArchSpec` (sr_search.model.spec), which depends on this module rather than the reverse.
 Spec = Any
@@ -66,6 +66,10 @@ class BlockFamily:
     min_lr_size: ClassVar[int] = 1
     #: values the contract tests draw each field from (default: a Literal's or bool's values, else the default)
     examples: ClassVar[Mapping[str, Sequence[Any]]] = {}
+    #: fields that only matter when other fields have given values: `{"seq_mult": {"seq": True}}` (each condition a
+    #: value or a tuple of values; every condition must hold). An inactive field is set to its default, so specs
+    #: that differ only in inactive fields are one spec (one `arch_key`, one `deploy_key`)
+    applies_when: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     # --- fields ----------------------------------------------------------------------------------------------
 
@@ -74,7 +78,16 @@ class BlockFamily:
         return {}
 
     def validate(self, spec: Spec) -> None:
-        """Raise `FieldProblem(field, why, allowed)` for combinations the family cannot build."""
+        """Raise `FieldProblem(field, why, allowed)` for combinations the family cannot build, or
+        `problem((field, other, ...), why)` for a rule about several fields together."""
+
+    def active(self, field: str, values: Mapping[str, Any]) -> bool:
+        """Whether `field` matters given the other fields' `values` (its `applies_when` conditions all hold)."""
+        for other, wanted in self.applies_when.get(field, {}).items():
+            allowed = wanted if isinstance(wanted, tuple) else (wanted,)
+            if values.get(other) not in allowed:
+                return False
+        return True
 
     def deploy_key_fields(self, spec: Spec) -> dict[str, Any]:
         """What `ArchSpec.deploy_key` hashes of this family's fields (default: every field in `deploy_fields`)."""
@@ -127,6 +140,13 @@ class BlockFamily:
         return tuple(self.Fields.model_fields)
 
 
+def problem(fields: Sequence[str], message: str) -> ProblemList:
+    """A problem about several fields together (raise it from `validate`): each field is reported, naming the
+    others, e.g. `raise problem(("branch_1x1", "branch_avg"), "at least one branch must be on")`."""
+    fields = tuple(fields)
+    return ProblemList([FieldProblem(f, f"{message} (fields together: {', '.join(fields)})") for f in fields])
+
+
 REGISTRY: dict[str, BlockFamily] = {}
 #: the common ArchSpec fields, which no family may redefine (set by `reserve` from sr_search.model.spec)
 RESERVED: set[str] = set()
@@ -152,6 +172,9 @@ def register(cls: type[BlockFamily]) -> type[BlockFamily]:
     if old is not None:
         if (type(old).__module__, type(old).__qualname__) == (cls.__module__, cls.__qualname__):
             return cls
+        if type(old).__qualname__ == cls.__qualname__ and _source(type(old)) is not None \
+                and _source(type(old)) == _source(cls):
+            return cls  # the same file imported under a second name (a sibling's `import my_blocks`): one family
         raise SrSearchError(f"{where}: block family {name!r} is already registered by "
                             f"{type(old).__module__}.{type(old).__qualname__}")
     if not (isinstance(cls.Fields, type) and issubclass(cls.Fields, FamilyFields)):
@@ -163,6 +186,14 @@ def register(cls: type[BlockFamily]) -> type[BlockFamily]:
     unknown = sorted(set(cls.deploy_fields) - set(fields))
     if unknown:
         raise SrSearchError(f"{where}: deploy_fields {unknown} are not among its Fields ({', '.join(fields)})")
+    if cls.deploys_as is not None and (not isinstance(cls.deploys_as, str) or not _NAME.fullmatch(cls.deploys_as)):
+        raise SrSearchError(f"{where}: `deploys_as` must name a block family, got {cls.deploys_as!r}")
+    for field, conditions in cls.applies_when.items():
+        others = [o for o in (conditions if isinstance(conditions, Mapping) else {None: None})
+                  if o not in fields and o not in RESERVED]
+        if field not in fields or others:
+            raise SrSearchError(f"{where}: applies_when {{{field!r}: {conditions!r}}} must name its own fields "
+                                f"({', '.join(fields)}); unknown: {[field] if field not in fields else others}")
     for field, info in fields.items():
         if info.is_required():
             raise SrSearchError(f"{where}: field {field!r} needs a default")
@@ -224,30 +255,115 @@ def load_entry_points() -> list[str]:
     return loaded
 
 
-def load_block_module(ref: str) -> str:
+def load_block_module(ref: str | Path) -> str:
     """Import a module of block families: an importable name (`my_package.blocks`) or a path to a .py file.
 
-    A file is imported once per process under a stable name, so its families register once. Returns the module name.
+    A file is imported once per process, under its own name (`my_blocks`) when no other module holds that name,
+    and its folder is added to the end of `sys.path`, so it can import helper modules next to it
+    (`from my_helpers import pad`) and two block files can share one; a sibling that imports the block file
+    itself gets the same module, so its families register once. Returns the module name.
     """
+    ref = str(ref)
     if not ref.endswith(".py"):
         try:
             importlib.import_module(ref)
         except ImportError as exc:
             raise SrSearchError(f"block module {ref!r} cannot be imported: {exc}") from None
         return ref
-    path = Path(ref).resolve()
+    path = Path(ref).expanduser().resolve()
     if not path.is_file():
         raise SrSearchError(f"block module file not found: {path}")
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
-    name = f"sr_search_blocks_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{digest}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            del sys.modules[name]
-            raise SrSearchError(f"block module {path} failed to import: {type(exc).__name__}: {exc}") from exc
+    for name in (_LOADED.get(path), path.stem):
+        if name is not None and _module_file(sys.modules.get(name)) == path:
+            return name  # already imported (by an earlier call, or by a sibling's `import my_blocks`)
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.append(folder)  # at the end: a helper next to the file never shadows an installed module
+    name = path.stem
+    if not _importable_as(name, path):  # the name is another module's (or no Python name): a stable one of its own
+        digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+        name = f"sr_search_blocks_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{digest}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise SrSearchError(f"block module {path} failed to import: {type(exc).__name__}: {exc}") from exc
+    _LOADED[path] = name
     return name
+
+
+#: block files imported by `load_block_module`: path -> module name
+_LOADED: dict[Path, str] = {}
+
+
+def _importable_as(name: str, path: Path) -> bool:
+    """Whether `import name` would import `path` (so a sibling's import of it finds this very module)."""
+    if not name.isidentifier() or name in sys.modules:
+        return False
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    return found is not None and found.origin is not None and Path(found.origin).resolve() == path
+
+
+def _module_file(module: Any) -> Path | None:
+    file = getattr(module, "__file__", None)
+    if not file:
+        return None
+    try:
+        return Path(file).resolve()
+    except (OSError, RuntimeError):
+        return None
+
+
+def _source(cls: type) -> Path | None:
+    return _module_file(sys.modules.get(cls.__module__))
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def block_module_files(refs: Sequence[str]) -> dict[str, str]:
+    """`{file: sha256}` of every file the block modules `refs` were loaded from, and of the helper modules next to
+    a block file that it imported (they shape its networks too); what a resumed study compares."""
+    out: dict[str, str] = {}
+    folders = set()
+    for ref in refs:
+        path = Path(ref).resolve() if ref.endswith(".py") else _module_file(sys.modules.get(ref))
+        if path is None or not path.is_file():
+            continue
+        out[str(path)] = file_sha256(path)
+        if ref.endswith(".py"):
+            folders.add(path.parent)
+    for module in list(sys.modules.values()):
+        file = _module_file(module)
+        if file is not None and file.parent in folders and file.suffix == ".py" and file.is_file():
+            out.setdefault(str(file), file_sha256(file))
+    return dict(sorted(out.items()))
+
+
+def family_source(name: str) -> str:
+    """Where a registered family's code comes from, as one line for the row's `versions`: `sr_search` for a
+    built-in, `<distribution> <version>` for an installed package, `<file> sha256:<first 16 hex>` for a file."""
+    cls = type(family_of(name))
+    if cls.__module__.startswith("sr_search.model.blocks."):
+        return "sr_search"
+    top = cls.__module__.split(".")[0]
+    try:
+        from importlib.metadata import packages_distributions, version
+
+        dists = packages_distributions().get(top)
+        if dists:
+            return f"{dists[0]} {version(dists[0])}"
+    except Exception:  # metadata is a courtesy here; the file hash below still identifies the code
+        pass
+    path = _source(cls)
+    if path is None or not path.is_file():
+        return cls.__module__
+    return f"{path} sha256:{file_sha256(path)[:16]}"

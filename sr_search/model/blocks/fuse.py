@@ -2,7 +2,13 @@
 
 Kernels are (Cout, Cin, k, k), biases (Cout,). Every function returns new tensors and never touches its
 inputs, so merging cannot mutate the trained model. Every tensor or module made here lives on the device and in
-the dtype of the tensors it is made from (DESIGN 9): a CUDA or float64 model deploys to a CUDA or float64 model.
+the dtype of the tensors it is made from: a CUDA or float64 model deploys to a CUDA or float64 model.
+
+The bias-padding rule: a 1x1 conv (bias b) followed by a k x k conv merges into one k x k conv *exactly, borders
+included*, only if the k x k conv sees the 1x1 output padded with b (what the 1x1 conv would output on the zero
+padding of the input), not with zeros. In the training form write `fuse.pad_with(y, b)` and an unpadded k x k conv
+(or zero-pad the input before the 1x1 conv); `after_1x1` is then exact. Zero padding after the 1x1 is wrong by
+about |W_kxk . b| on the outer ring of pixels only: `check_family` reports such an error as a border-band error.
 """
 
 from __future__ import annotations
@@ -42,6 +48,25 @@ def pad_to(kernel: Kernel, k: int) -> Kernel:
     w, b = kernel
     p = (k - w.shape[-1]) // 2
     return F.pad(w, [p, p, p, p]), b
+
+
+def pad_with(x: torch.Tensor, values: torch.Tensor, pad: int = 1) -> torch.Tensor:
+    """`x` (N, C, H, W) padded by `pad` pixels on every side with a per-channel value (`values`, shape (C,)): the
+    training-form half of the bias-padding rule (FMEN's RRRB, DBB's BN-and-pad). Differentiable in both."""
+    n, c, h, w = x.shape
+    out = values.reshape(1, c, 1, 1).to(x.dtype).expand(n, c, h + 2 * pad, w + 2 * pad).clone()
+    out[:, :, pad:pad + h, pad:pad + w] = x
+    return out
+
+
+def avg_pool_kernel(k: int, channels: int, *, like: torch.Tensor | None = None) -> Kernel:
+    """k x k average pooling (stride 1, padding k // 2, zero padding counted: `nn.AvgPool2d(k, 1, k // 2)`) as a
+    k x k conv (1/k^2 on the diagonal), on `like`'s device and in its dtype (default: CPU float32)."""
+    like = like if like is not None else torch.zeros(())
+    w = like.new_zeros(channels, channels, k, k)
+    idx = torch.arange(channels, device=like.device)
+    w[idx, idx] = 1.0 / (k * k)
+    return w, like.new_zeros(channels)
 
 
 def identity_kernel(like: torch.Tensor, channels: int, k: int = 3) -> Kernel:

@@ -18,6 +18,7 @@ study folder holds no code to trust: rows (parquet), the Optuna study (SQLite), 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from ray import tune
 from ...errors import SrSearchError, StudyStopped
 from ...model.spec import ArchSpec
 from ...results.pareto import pareto_front
-from ...results.progress import ProgressState, progress_line, running_lines
+from ...results.progress import ProgressState, failure_lines, progress_line, running_lines
 from ...results.store import consolidate, load_results, read_trial_row, write_trial_row
 from ...results.study_dir import TUNE_NAME, StudyDir, atomic_write
 from ...study.config import with_overrides
@@ -59,6 +60,7 @@ def launch(
     dashboard_host: str = "127.0.0.1",
     study_file: str | Path | None = None,
     echo: Echo = print,
+    allow_block_change: bool = False,
 ) -> Path:
     """Run (or resume, or grow) `study`; returns its folder, which holds results.parquet.
 
@@ -83,9 +85,13 @@ def launch(
         raise SrSearchError(f"nothing to resume in {folder.root}: no study was started there (drop --resume)")
     with folder.owned():
         started = folder.study_file.exists()
+        resolved, block_changes = None, []
         if started:
             resolved = folder.resolved.read_text() if folder.resolved.exists() else None
-            check_resumable(folder.study_file.read_text(), resolved, study, folder.root)
+            block_changes = check_resumable(folder.study_file.read_text(), resolved, study, folder.root,
+                                            allow_block_change=allow_block_change)
+            for line in block_changes:
+                echo(f"Resuming with a changed block module (--allow-block-change, noted in resolved.yaml): {line}")
         rows = load_results(folder)
         book = TrialBook(study, folder.storage_url)
         _tell_known_rows(book, rows)
@@ -102,7 +108,7 @@ def launch(
         try:
             wait_for_resources(study, echo, joined=joining)
             # frozen once the study can run: a study refused for the cluster's resources leaves no started folder
-            text, resolved_text = study.to_yaml(), resolved_yaml(study)
+            text, resolved_text = study.to_yaml(), resolved_yaml(study, resolved, block_changes)
             atomic_write(folder.study_file, lambda tmp: tmp.write_text(text))
             atomic_write(folder.resolved, lambda tmp: tmp.write_text(resolved_text))
             echo(f"Study {study.name!r}: {session.to_run} of {session.total} trials to run -> {folder.root}")
@@ -113,7 +119,10 @@ def launch(
             consolidate(folder)
             if own_ray:
                 ray.shutdown()
-    done = len(load_results(folder))
+    final = load_results(folder)
+    for line in failure_lines(final):  # the reasons, not only a count (the exit code stays 0: the study ran)
+        echo(line)
+    done = len(final)
     if done < session.total:
         hint = f"sr-search launch {study_file or '<study.yaml>'} --resume --out {folder.root}"
         raise StudyStopped(folder.root, done, session.total, hint)
@@ -238,11 +247,18 @@ class LinePrinter:
         self.echo, self.heartbeat_s = echo, heartbeat_s
         self.last: tuple[Any, ...] | None = None
         self.last_time = 0.0
+        self.reasons: set[str] = set()
 
     def __call__(self, state: ProgressState) -> None:
         import time
 
         snapshot = state.snapshot()
+        failure = snapshot.get("last_failure") or {}
+        reason = " ".join(str(failure.get("error") or "").split())
+        kind = re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "#", reason)  # 0.037 and 0.041: one kind of reason
+        if reason and kind not in self.reasons:  # one line per new reason
+            self.reasons.add(kind)
+            self.echo(f"  failed {failure.get('trial_id')} {failure.get('block') or ''}: {reason[:400]}")
         key = (snapshot["finished"], snapshot["running"], snapshot["state"],
                tuple((t["trial_id"], t["iteration"]) for t in snapshot["running_trials"]))
         now = time.time()
