@@ -100,7 +100,7 @@ def test_custom_protocols_validate_from_a_dict_and_are_frozen():
     assert get_protocol("edge", {"edge": p}) is p
     assert get_protocol(p) is p
     assert get_protocol("repsr", {"edge": p}) is PROTOCOLS["repsr"]
-    with pytest.raises(SrSearchError, match="allowed: repsr, ntire23-x2, ntire23-x3, ntire26-esr, ntire26-esr-warm, ntire25-esr, ntire25-esr-warm, cpu, edge"):
+    with pytest.raises(SrSearchError, match="allowed: repsr, ntire23-x2, ntire23-x3, ntire26-esr, ntire26-esr-warm, ntire25-esr, ntire25-esr-warm, cpu, ort-cpu, openvino-cpu, ort-cuda, trt-fp16, edge"):
         get_protocol("egde", {"edge": p})
     with pytest.raises(SrSearchError, match="names must match"):
         get_protocol("edge", {"other": p})

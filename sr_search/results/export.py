@@ -102,15 +102,25 @@ def _output(folder: StudyDir, trial_id: str, fmt: str, out: str | Path | None) -
     return target.resolve()
 
 
+def write_onnx(deployed: torch.nn.Module, example: torch.Tensor, out: str | Path, *, dynamic: bool = True,
+               opset: int | None = None) -> None:
+    """The one ONNX export path (`sr-search export` and the engine timing runtimes): the TorchScript-based exporter
+    with input `lr` and output `sr`; batch, height and width dynamic unless `dynamic` is False (an engine timed at one
+    input shape gets that shape fixed, as a deployment would). `opset`: the exporter's default when None."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(deployed, (example,), str(out), input_names=["lr"], output_names=["sr"],
+                          dynamic_axes={"lr": {0: "batch", 2: "height", 3: "width"}} if dynamic else None,
+                          opset_version=opset, dynamo=False)
+
+
 def _export_onnx(trained: torch.nn.Module, deployed: torch.nn.Module, example: torch.Tensor, out: Path) -> float:
     try:
         import onnxruntime as ort
     except ImportError:
         raise SrSearchError("ONNX export needs onnx and onnxruntime: pip install 'sr-search[onnx]'") from None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(deployed, (example,), str(out), input_names=["lr"], output_names=["sr"],
-                          dynamic_axes={"lr": {0: "batch", 2: "height", 3: "width"}}, dynamo=False)
+    write_onnx(deployed, example, out)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = torch.rand(2, *example.shape[1:], generator=torch.Generator().manual_seed(0)).to(example)
     with torch.no_grad():

@@ -35,7 +35,14 @@ def local_resources() -> dict[str, float]:
 
 def check_timing_device(study: Study) -> None:
     """A CUDA protocol times where the trial trains unless a deployment node is named (`timing_on`): trials without a
-    GPU would each fail at timing, wherever the study runs. Raise `SrSearchError` for such a study."""
+    GPU would each fail at timing, wherever the study runs. Raise `SrSearchError` for such a study, and for one whose
+    timing runtime (onnxruntime, openvino, tensorrt) is not installed, naming the extra that installs it."""
+    from ..study.protocols import missing_runtime
+
+    for protocol in study_protocols(study):
+        missing = missing_runtime(protocol)
+        if missing is not None:
+            raise SrSearchError(f"study {study.name!r}: {missing}")
     if study.protocol.device == "cuda" and study.resources.gpus_per_trial == 0 and study.timing_on is None:
         import torch
 
@@ -45,6 +52,11 @@ def check_timing_device(study: Study) -> None:
             f"GPU (resources.gpus_per_trial is 0{here}) and no deployment node is named (timing_on): set "
             f"resources.gpus_per_trial (1 for exclusive timings) where there is a GPU, add timing_on, or use a CPU "
             f"protocol (timing: cpu)")
+
+
+def study_protocols(study: Study) -> list:
+    """Every protocol the study times under: its `timing`, then any it also times in (`also_time`)."""
+    return [study.protocol, *getattr(study, "also_protocols", lambda: [])()]
 
 
 def check_resources(study: Study, available: Mapping[str, float], where: str = "this machine") -> None:

@@ -20,24 +20,51 @@ format and (CPU) the thread count. Built-in protocols:
 - `cpu`: fp32, batch 1, LR 108x192 (16:9, divisible by every unshuffle factor 1-4), one pinned thread (the most
   repeatable figure on a shared machine and the same on any core count), 3 warm-up and 20 timed runs. The default
   when CUDA is not available.
+
+The `runtime` field says what runs the deployed network: `torch` (eager PyTorch, the default and what every protocol
+above uses), or a deployment engine that gets the network as ONNX: `onnxruntime`, `openvino`, `tensorrt`. The engine's
+options that change what is measured (ONNX Runtime's execution provider and graph optimisation level, the ONNX opset,
+the precision and threads) are fields of the protocol, so they are part of its fingerprint and of the timing cache's
+key. Engine protocols:
+
+- `ort-cpu`: ONNX Runtime, CPU execution provider, fp32, all graph optimisations; the `cpu` protocol's input, threads,
+  warm-up and repetitions, so its figures sit next to eager PyTorch's.
+- `openvino-cpu`: OpenVINO on the CPU, fp32 (the inference precision is pinned: a CPU with bf16 units would otherwise
+  run bf16), the latency hint, the `cpu` protocol's input, threads, warm-up and repetitions.
+- `ort-cuda`: ONNX Runtime, CUDA execution provider, fp32, the `repsr` protocol's input (GPU only).
+- `trt-fp16`: TensorRT, fp16 engine, the `repsr` protocol's input, warm-up and repetitions (GPU only).
+
+A torch protocol serialises without the engine fields, so its fingerprint (and every cached timing) is what 0.2
+wrote.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, SerializationInfo, model_serializer, model_validator
 
 from ..errors import FieldProblem, SrSearchError
 from ..model.network import min_input_size
 from ..model.spec import ArchSpec
 from ..records import Record
 
-__all__ = ["Precision", "TimingProtocol", "PROTOCOLS", "get_protocol", "default_protocol", "lr_shape"]
+__all__ = ["Precision", "Runtime", "RUNTIMES", "TimingProtocol", "PROTOCOLS", "get_protocol", "default_protocol",
+           "lr_shape", "missing_runtime"]
 
 Precision = Literal["fp32", "fp16", "bf16"]
+Runtime = Literal["torch", "onnxruntime", "openvino", "tensorrt"]
+#: runtime -> (the Python package that provides it, the sr-search extra that installs it)
+RUNTIMES: dict[str, tuple[str, str] | None] = {
+    "torch": None, "onnxruntime": ("onnxruntime", "ort"), "openvino": ("openvino", "openvino"),
+    "tensorrt": ("tensorrt", "tensorrt"),
+}
+#: the engine fields: set (to their defaults) for an engine runtime, absent from a torch protocol
+ENGINE_FIELDS = ("provider", "graph_optimization", "opset")
+DEFAULT_OPSET = 17
 #: an image side in pixels (64K: far beyond 8K video, low enough that a typo is not allocated)
 Side = Annotated[int, Field(gt=0, le=65_536)]
 
@@ -65,6 +92,14 @@ class TimingProtocol(Record):
     threads: int | None = Field(None, ge=1, le=1024)
     #: the challenge score rows get under this protocol (sr_search/run/challenge.py)
     score: Literal["ntire23", "ntire25-esr", "ntire26-esr"] | None = None
+    #: what runs the deployed network: eager PyTorch, or an engine that gets it as ONNX
+    runtime: Runtime = "torch"
+    #: onnxruntime only: the execution provider (default: cpu on device cpu, cuda on device cuda)
+    provider: Literal["cpu", "cuda", "tensorrt"] | None = None
+    #: onnxruntime only: the graph optimisation level (default: all)
+    graph_optimization: Literal["disable", "basic", "extended", "all"] | None = None
+    #: engine runtimes: the ONNX opset the network is exported with (default 17)
+    opset: int | None = Field(None, ge=13, le=21)
 
     @model_validator(mode="before")
     @classmethod
@@ -73,6 +108,12 @@ class TimingProtocol(Record):
             return data
         if data.get("device") == "cpu" and data.get("threads") is None:
             data = {**data, "threads": 1}
+        runtime = data.get("runtime", "torch")
+        if runtime in ("onnxruntime", "openvino", "tensorrt") and data.get("opset") is None:
+            data = {**data, "opset": DEFAULT_OPSET}
+        if runtime == "onnxruntime":
+            data = {"provider": "cuda" if data.get("device") == "cuda" else "cpu", "graph_optimization": "all",
+                    **{k: v for k, v in data.items() if v is not None}}
         if "ntire" in data:  # 0.1's switch for the NTIRE23 score
             data = dict(data)
             if data.pop("ntire") is True and data.get("score") is None:
@@ -93,7 +134,59 @@ class TimingProtocol(Record):
             raise FieldProblem("cudnn_benchmark", "applies to device 'cuda' only; got True on 'cpu'")
         if self.device == "cuda" and self.threads is not None:
             raise FieldProblem("threads", f"applies to device 'cpu' only; got {self.threads} on 'cuda'")
+        self._check_runtime()
         return self
+
+    def _check_runtime(self) -> None:
+        """The engine fields belong to their runtime; an engine takes what it can run."""
+        rt = self.runtime
+        if rt == "torch":
+            for key in ENGINE_FIELDS:
+                if getattr(self, key) is not None:
+                    raise FieldProblem(key, "applies to an engine runtime (onnxruntime, openvino, tensorrt), not to "
+                                            "runtime 'torch'")
+            return
+        if rt != "onnxruntime":
+            for key in ("provider", "graph_optimization"):
+                if getattr(self, key) is not None:
+                    raise FieldProblem(key, f"applies to runtime 'onnxruntime' only; got {getattr(self, key)!r} "
+                                            f"with runtime {rt!r}")
+        for key in ("cudnn_benchmark", "channels_last"):
+            if getattr(self, key):
+                raise FieldProblem(key, f"applies to runtime 'torch' only (the engine chooses its kernels and "
+                                        f"memory layout itself); got True with runtime {rt!r}")
+        if rt == "tensorrt" and self.device != "cuda":
+            raise FieldProblem("device", "runtime 'tensorrt' runs on device 'cuda' only")
+        if rt == "openvino" and self.device != "cpu":
+            raise FieldProblem("device", "runtime 'openvino' is timed on device 'cpu' here (its GPU plugin is for "
+                                         "Intel GPUs, which torch cannot place a network on)")
+        if rt == "onnxruntime" and (self.provider == "cpu") != (self.device == "cpu"):
+            raise FieldProblem("provider", f"execution provider {self.provider!r} does not run on device "
+                                           f"{self.device!r} (cpu runs on cpu; cuda and tensorrt on cuda)")
+        allowed = {"tensorrt": ("fp32", "fp16"), "onnxruntime": ("fp32", "fp16") if self.device == "cuda"
+                   else ("fp32",), "openvino": ("fp32",)}[rt]
+        if self.precision not in allowed:
+            raise FieldProblem("precision", f"runtime {rt!r} on {self.device} is timed in {', '.join(allowed)}; got "
+                                            f"{self.precision!r}")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any, info: SerializationInfo) -> dict[str, Any]:
+        # a torch protocol dumps (and so fingerprints, and freezes into a study folder) exactly as 0.2 wrote it
+        data = handler(self)
+        if self.runtime == "torch":
+            for key in ("runtime", *ENGINE_FIELDS):
+                data.pop(key, None)
+        return data
+
+    @property
+    def engine(self) -> bool:
+        """Timed in a deployment engine (the network exported to ONNX), not in eager PyTorch."""
+        return self.runtime != "torch"
+
+    @property
+    def tolerance(self) -> float:
+        """Max abs error an engine's output may have against the PyTorch network: fp32 rounding, or fp16's."""
+        return 1e-4 if self.precision == "fp32" else 2e-2
 
     def fingerprint(self) -> str:
         """Hash of every field: a cached timing is reused only under an identical protocol."""
@@ -114,8 +207,25 @@ PROTOCOLS: dict[str, TimingProtocol] = {
           for year in ("ntire26", "ntire25") for suffix, warmup in (("", 0), ("-warm", 20))),
         TimingProtocol(name="cpu", device="cpu", precision="fp32", batch=1, lr_size=(108, 192), warmup=3, reps=20,
                        threads=1),
+        TimingProtocol(name="ort-cpu", device="cpu", precision="fp32", batch=1, lr_size=(108, 192), warmup=3,
+                       reps=20, threads=1, runtime="onnxruntime", provider="cpu"),
+        TimingProtocol(name="openvino-cpu", device="cpu", precision="fp32", batch=1, lr_size=(108, 192), warmup=3,
+                       reps=20, threads=1, runtime="openvino"),
+        TimingProtocol(name="ort-cuda", device="cuda", precision="fp32", batch=4, hr_size=(720, 1280), warmup=20,
+                       reps=100, runtime="onnxruntime", provider="cuda"),
+        TimingProtocol(name="trt-fp16", device="cuda", precision="fp16", batch=4, hr_size=(720, 1280), warmup=20,
+                       reps=100, runtime="tensorrt"),
     )
 }
+
+
+def missing_runtime(protocol: TimingProtocol) -> str | None:
+    """Why `protocol` cannot time on this machine's Python (its runtime's package is not installed), or None."""
+    need = RUNTIMES[protocol.runtime]
+    if need is None or importlib.util.find_spec(need[0]) is not None:
+        return None
+    return (f"timing protocol {protocol.name!r} times in {protocol.runtime}, which is not installed: "
+            f"pip install 'sr-search[{need[1]}]'")
 
 
 def get_protocol(

@@ -32,9 +32,11 @@ SCHEMA = pa.schema([
     ("latency_ms", pa.float64()), ("latency_ms_p90", pa.float64()), ("latency_ms_mean", pa.float64()),
     ("throughput", pa.float64()), ("mpix_per_s", pa.float64()), ("peak_mem_mb", pa.float64()),
     ("cpu_ms", pa.float64()), ("node", pa.string()), ("timed_at", pa.string()),
+    ("runtime", pa.string()), ("engine_build_s", pa.float64()), ("engine_versions", pa.string()),
+    ("engine_max_abs_err", pa.float64()),
 ])
-#: columns a cache written by an older version may lack (read as empty)
-_OPTIONAL = {"node"}
+#: columns a cache written by an older version may lack (read as empty; a missing runtime is torch's)
+_OPTIONAL = {"node", "runtime", "engine_build_s", "engine_versions", "engine_max_abs_err"}
 
 Key = tuple[str, str, str]
 
@@ -75,7 +77,7 @@ class TimingCache:
             return None
         if require_exclusive and not row["exclusive"]:
             return None
-        return Timing(**{k: row.get(k) for k in Timing.model_fields})
+        return Timing(**{k: row.get(k) for k in Timing.model_fields if row.get(k) is not None or k != "runtime"})
 
     def put(self, deploy_key: str, protocol: TimingProtocol, timing: Timing, *, replace: bool = False) -> None:
         """Store `timing`. An exclusive entry is not overwritten by a non-exclusive one unless `replace`."""

@@ -9,8 +9,10 @@ whether the device was held exclusively and says so with `exclusive`; it is reco
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
+import json
 import platform
 import time
 from typing import Any, Callable
@@ -23,6 +25,7 @@ from ...errors import SrSearchError
 from ...model.cost import Cost, cost, deploy_pair
 from ...model.spec import ArchSpec
 from ...study.protocols import PROTOCOLS, TimingProtocol, get_protocol, lr_shape
+from . import engine as engines
 from .cache import TimingCache
 from .result import Timing, TimingError
 
@@ -213,6 +216,61 @@ def _cuda_runs(model: nn.Module, p: TimingProtocol, dev: torch.device,
     return times, out_shape, torch.cuda.max_memory_allocated(dev) / 2**20
 
 
+def _measure_engine(model: nn.Module, p: TimingProtocol, dev: torch.device, shape: tuple[int, ...]):
+    """An engine protocol: export, build and check once (`engine.build`), then the protocol's warm-up and timed
+    runs of the engine alone. CPU: perf_counter around each forward, with the protocol's threads; CUDA: events
+    around each forward on the engine's stream (or the wall clock around forward and synchronise)."""
+    import psutil
+
+    proc = psutil.Process()
+    cuda = dev.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise TimingError(f"timing protocol {p.name!r} needs CUDA, which is not available; use a CPU protocol")
+    gc.collect()
+    _trim_heap()
+    before = torch.cuda.mem_get_info(dev)[0] if cuda else proc.memory_info().rss
+    have_hwm = not cuda and _reset_peak_rss()
+    ctx = torch.cuda.device(dev) if cuda else contextlib.nullcontext()
+    with ctx:
+        built = engines.build(model, p, shape)
+        eng = built.engine
+        if cuda:
+            peak = max(before - torch.cuda.mem_get_info(dev)[0], 0)
+        else:
+            try:
+                peak = max((_peak_rss() if have_hwm else proc.memory_info().rss) - before, 0)
+            except OSError:
+                peak = max(proc.memory_info().rss - before, 0)
+        for _ in range(max(p.warmup - 1, 0)):  # the check's forward was the first warm-up run
+            eng.infer()
+        if eng.synchronize is not None:
+            eng.synchronize()
+        if eng.stream is not None:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+            def run() -> tuple[float, None]:
+                start.record(eng.stream)
+                eng.infer()
+                end.record(eng.stream)
+                eng.synchronize()
+                return start.elapsed_time(end), None
+        else:
+            def run() -> tuple[float, float | None]:
+                cpu0, t0 = time.process_time(), time.perf_counter()
+                eng.infer()
+                if eng.synchronize is not None:
+                    eng.synchronize()
+                t1, cpu1 = time.perf_counter(), time.process_time()
+                return (t1 - t0) * 1e3, None if cuda else (cpu1 - cpu0) * 1e3
+
+        runs = _timed_runs(p, run)
+    times = [r[0] for r in runs]
+    cpu_ms = None if cuda else float(np.median([r[1] for r in runs]))
+    extra = {"runtime": p.runtime, "engine_build_s": built.build_s,
+             "engine_versions": json.dumps(eng.versions, sort_keys=True), "engine_max_abs_err": built.max_abs_err}
+    return times, built.output_shape, peak / 2**20, cpu_ms, extra
+
+
 def measure(
     model: nn.Module,
     protocol: str | TimingProtocol,
@@ -224,8 +282,11 @@ def measure(
     """Time the (deployed) `model` under `protocol` on `device` (default: the protocol's device kind).
 
     The input is a seeded uniform [0, 1) tensor of `lr_shape(protocol, spec)`; `spec` defaults to `model.spec`.
-    The model is copied before any dtype or memory-format change. `exclusive` records whether the caller held the
-    device alone (DESIGN 6); a non-exclusive timing is kept but flagged.
+    The model is copied before any dtype or memory-format change. Under an engine protocol (`runtime` other than
+    torch) the model is exported to ONNX, built into the engine once and checked against PyTorch first
+    (`engine.build`): an export, build or check failure raises `EngineError` (a `TimingError`) and nothing is
+    timed. `exclusive` records whether the caller held the device alone (DESIGN 6); a non-exclusive timing is kept
+    but flagged.
     """
     p = get_protocol(protocol)
     spec = spec if spec is not None else getattr(model, "spec", None)
@@ -234,7 +295,10 @@ def measure(
     shape = lr_shape(p, spec)
     dev = _resolve_device(p, device)
     name = device_name(p, dev)
-    if dev.type == "cpu":
+    extra: dict[str, Any] = {}
+    if p.engine:
+        times, out_shape, peak, cpu_ms, extra = _measure_engine(model, p, dev, shape)
+    elif dev.type == "cpu":
         times, out_shape, peak, cpu_ms = _measure_cpu(model, p, shape)
     else:
         times, out_shape, peak, cpu_ms = _measure_cuda(model, p, dev, shape)
@@ -245,7 +309,7 @@ def measure(
         output_shape=out_shape, exclusive=exclusive, reps=p.reps, latency_ms=median,
         latency_ms_p90=float(np.percentile(times, 90)), latency_ms_mean=float(np.mean(times)),
         throughput=p.batch * 1e3 / median, mpix_per_s=out_pixels * 1e3 / median / 1e6, peak_mem_mb=peak,
-        cpu_ms=cpu_ms,
+        cpu_ms=cpu_ms, **extra,
     )
 
 

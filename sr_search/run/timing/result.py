@@ -40,3 +40,11 @@ class Timing(BaseModel):
     cpu_ms: float | None = None
     #: where it was measured (the Ray node id when timed inside a study)
     node: str | None = None
+    #: what ran the network: torch (eager) or the engine (onnxruntime, openvino, tensorrt)
+    runtime: str = "torch"
+    #: engine runtimes: seconds to build the engine from the ONNX file (session creation, compilation)
+    engine_build_s: float | None = None
+    #: engine runtimes: the engine's versions and where it ran, as JSON
+    engine_versions: str | None = None
+    #: engine runtimes: max abs error of the engine's output against the PyTorch network on the protocol's input
+    engine_max_abs_err: float | None = None
