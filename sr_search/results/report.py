@@ -25,8 +25,10 @@ from ..errors import SrSearchError
 from .effects import ablation_effects, budget_hint, quality_objective
 from .effects_figure import plot_effects
 from .effects_view import effects_display, hint_text, rules_text
+from .fidelity import fidelity_section
 from .figures import LOG_DECADES, plot_ablation, plot_front, plot_hypervolume
-from .pareto import DIRECTIONS
+from .pareto import DIRECTIONS, hypervolume_reference, study_hypervolume
+from .quality_flags import COLLAPSE_DROP_DB, CONSTANT_SPREAD, collapse_cause, flags
 from .store import study_factors, typed
 from .study_dir import StudyDir
 from .tables import (
@@ -47,7 +49,8 @@ RESOLVE_DB = (0.02, 0.05, 0.1)
 # --- the report ------------------------------------------------------------------------------------
 
 
-def write_report(study_dir: Path, df: pd.DataFrame | None = None, *, study_meta: dict | None = None) -> Path:
+def write_report(study_dir: Path, df: pd.DataFrame | None = None, *, study_meta: dict | None = None,
+                 reference: Mapping[str, float] | None = None) -> Path:
     """Write ``study_dir/report/`` (PNG figures, front.csv, report.html) and return the HTML path.
 
     `df` defaults to ``study_dir/results.parquet``. `study_meta` (e.g. the resolved study as a dict)
@@ -57,6 +60,10 @@ def write_report(study_dir: Path, df: pd.DataFrame | None = None, *, study_meta:
     Each figure appears only where it means something: no front when every complete trial deploys to one network
     (an ablation of training-time choices), no hypervolume history for an ablation (its trial order is a grid, not
     a search); an ablation gets its effects vs the base instead.
+
+    The hypervolume is stated with its reference point, chosen by the rule `sr-search compare` uses
+    (`pareto.hypervolume_reference`: bicubic for PSNR-Y, 0 for throughput, the worst value + 10% of the range for
+    costs); `reference` pins values by objective name (`--reference NAME=VALUE`).
     """
     study_dir = Path(study_dir)
     if df is None:
@@ -82,7 +89,8 @@ def write_report(study_dir: Path, df: pd.DataFrame | None = None, *, study_meta:
         if ablation:
             sections.append(_effects_section(df, objectives, _study_factors(study_dir, meta), out))
         elif not one_network:
-            sections.append(_hypervolume_section(df, objectives, out))
+            sections.append(_hypervolume_section(df, objectives, out, reference))
+    sections.append(fidelity_section(study_dir, out))  # '' unless the study confirms another (`confirms:`)
     sections.append(_failures_section(df))
     sections.append(_settings_section(study_dir, meta))
     sections.append(_environment_section(df))
@@ -125,13 +133,33 @@ def _summary_section(df: pd.DataFrame) -> str:
             f"{len(df)} trials finished, so there is no front and no figure. The reasons are listed "
             "under <a href=\"#failures\">Trials that did not complete</a>.</p></div>"
         )
-    if "collapsed" in df.columns and df["collapsed"].fillna(False).astype(bool).any():
-        ids = ", ".join(df.loc[df["collapsed"].fillna(False).astype(bool), "trial_id"].astype(str))
-        text += (f'<p class="warn">Collapsed training (final PSNR-Y below bicubic): trials {html.escape(ids)}. '
-                 "Their numbers are kept but they are not a result: a too-large step, a too-short budget or a "
-                 "broken candidate.</p>")
+    text += _flags_text(df)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"<section><h2>Summary</h2>{text}<p class=\"small\">Generated {stamp}.</p></section>"
+
+
+def _flags_text(df: pd.DataFrame) -> str:
+    """The summary's two groups of flagged trials (`results.quality_flags`): under bicubic (a measurement, kept) and
+    collapsed (a defect, with what it did)."""
+    marked = flags(df)
+    text = ""
+    below = df[marked["below_bicubic"] & ~marked["collapsed"]]
+    if len(below):
+        ids = ", ".join(below["trial_id"].astype(str))
+        text += (f'<p class="warn">Below bicubic: trial{"s" if len(below) > 1 else ""} {html.escape(ids)} end under '
+                 "bicubic upsampling's PSNR-Y. Usually under-trained at this budget (a network whose skip starts "
+                 "from nearest or bilinear upsampling begins below bicubic), not broken. Kept on the front figure, "
+                 "greyed in the table, not counted in the hypervolume.</p>")
+    collapsed = df[marked["collapsed"]]
+    if len(collapsed):
+        items = "".join(f"<li>trial {html.escape(str(row['trial_id']))}"
+                        f"{' (' + html.escape(str(row['block'])) + ')' if 'block' in row.index else ''}: "
+                        f"{html.escape(collapse_cause(row))}</li>" for _, row in collapsed.iterrows())
+        text += (f'<div class="notice"><p><b>Collapsed training</b>: these trainings went wrong (final PSNR-Y '
+                 f"{COLLAPSE_DROP_DB:g} dB or more below the network's own start, or an output whose spread is "
+                 f"under {CONSTANT_SPREAD:.0%} of the truth's). Their numbers are kept but they are not a result; "
+                 f"not counted in the hypervolume.</p><ul>{items}</ul></div>")
+    return text
 
 
 def _front_section(df: pd.DataFrame, objectives: dict[str, str], out: Path) -> str:
@@ -140,14 +168,20 @@ def _front_section(df: pd.DataFrame, objectives: dict[str, str], out: Path) -> s
         return (f"<section><h2>Pareto front</h2><p>No front: no column {', '.join(missing)} in the results.</p>"
                 "</section>")
     table = front_table(df, objectives)
+    table["quality_flag"] = _flag_labels(df, table)
     table.to_csv(out / "front.csv", index=False)
     names = ", ".join(f"{html.escape(LABELS.get(n, n))} ({d})" for n, d in objectives.items())
     note = ""
     if "timing_exclusive" in table.columns and not _exclusive(table).all():
         note = ('<p class="warn">Some front trials were timed on a shared device '
                 "(timing_exclusive = False): their throughput and latency are not reliable.</p>")
+    grey = table["quality_flag"].notna().to_numpy()
+    shown = table if grey.any() else table.drop(columns="quality_flag")
+    if grey.any():
+        note += ('<p class="small">Greyed: below bicubic (under-trained at this budget) or collapsed (a defect); '
+                 "neither counts in the hypervolume.</p>")
     body = (f"<h3>Front table</h3><p>Objectives: {names}; {len(table)} trials on the front"
-            f"{', knee marked' if 'knee' in table.columns else ''}.</p>{note}{_table_html(table)}")
+            f"{', knee marked' if 'knee' in table.columns else ''}.</p>{note}{_table_html(shown, grey=grey)}")
     fig = plot_front(df)
     if fig is None:
         return f"<section><h2>Pareto front</h2><p>No complete trial has both PSNR-Y and throughput.</p>{body}</section>"
@@ -204,16 +238,26 @@ def _study_factors(study_dir: Path, meta: Mapping[str, Any]) -> Mapping[str, Any
     return study_factors(study_dir)
 
 
-def _hypervolume_section(df: pd.DataFrame, objectives: dict[str, str], out: Path) -> str:
+def _hypervolume_section(df: pd.DataFrame, objectives: dict[str, str], out: Path,
+                         given: Mapping[str, float] | None = None) -> str:
+    """The study's hypervolume, its reference point and how each value was chosen (the rule and the number
+    `sr-search compare` prints for this study), and its history over trials."""
     if len(objectives) != 2:
         return (f"<section><h2>Hypervolume</h2><p>Hypervolume is computed for two objectives; "
                 f"this study has {len(objectives)}.</p></section>")
     if any(name not in df.columns for name in objectives):
         return ""
-    fig = plot_hypervolume(df, objectives)
+    reference = hypervolume_reference(df, objectives, given)
+    volume = study_hypervolume(df, objectives, reference)
+    units = " × ".join(UNITS.get(name, name) for name in objectives)
+    text = (f"<p><b>Hypervolume {html.escape(_cell('hypervolume', volume))}</b> ({html.escape(units)}), "
+            f"reference point: {html.escape(reference.text(_cell))}. The same rule and number as "
+            "<code>sr-search compare</code>; <code>--reference NAME=VALUE</code> pins a value. Pruned, "
+            "below-bicubic and collapsed trials add nothing.</p>")
+    fig = plot_hypervolume(df, objectives, reference.values)
     if fig is None:
-        return ""
-    return _figure_section("Hypervolume", fig, out / "hypervolume.png", "")
+        return f"<section><h2>Hypervolume</h2>{text}</section>"
+    return _figure_section("Hypervolume", fig, out / "hypervolume.png", text)
 
 
 def _failures_section(df: pd.DataFrame) -> str:
@@ -299,11 +343,27 @@ def _study_name(df: pd.DataFrame, meta: Mapping[str, Any], study_dir: Path) -> s
     return study_dir.resolve().name
 
 
-def _table_html(table: pd.DataFrame) -> str:
+def _table_html(table: pd.DataFrame, grey: np.ndarray | None = None) -> str:
+    """A table as HTML, cells written as in the terminal; rows where `grey` is True get the class "grey"."""
     shown = table.copy()
     for column in shown.columns:
         shown[column] = shown[column].map(lambda v, c=column: _cell(c, v))
-    return shown.to_html(index=False, escape=True, border=0, classes="data")
+    text = shown.to_html(index=False, escape=True, border=0, classes="data")
+    if grey is None or not np.asarray(grey).any():
+        return f'<div class="scroll">{text}</div>'
+    head, _, rest = text.partition("<tbody>")
+    rows = rest.split("<tr>")
+    body = rows[0] + "".join(('<tr class="grey">' if g else "<tr>") + r for g, r in zip(grey, rows[1:], strict=True))
+    return f'<div class="scroll">{head}<tbody>{body}</div>'
+
+
+def _flag_labels(df: pd.DataFrame, table: pd.DataFrame) -> list[str | None]:
+    """Per row of a display table (by trial_id): 'collapsed', 'below bicubic' or None."""
+    marked = flags(df)
+    label = pd.Series(np.where(marked["collapsed"], "collapsed", np.where(marked["below_bicubic"], "below bicubic",
+                                                                          "")), index=df.index)
+    by_id = dict(zip(df["trial_id"].astype(str), label, strict=True))
+    return [by_id.get(str(t)) or None for t in table["trial_id"]]
 
 
 def _value_text(value: Any) -> str:

@@ -34,6 +34,10 @@ class PlannedTrial:
     baseline: str | None = None
     factor: str | None = None
     level: Any = None
+    #: a confirmation's candidate: the source trial it trains again, and the weights it continues from (if any)
+    source_trial: str | None = None
+    warm_start: str | None = None
+    warm_iterations: int | None = None
 
     def identity(self) -> tuple[Any, ...] | None:
         """What makes two trials the same candidate (None for a sampled one, which is never matched)."""
@@ -45,13 +49,18 @@ class PlannedTrial:
         seed = self.seed if self.seed is not None else study.seed + int(trial_id)
         assert self.spec is not None
         return TrialTask(trial_id=trial_id, spec=self.spec, seed=seed, baseline=self.baseline, factor=self.factor,
-                         level=self.level)
+                         level=self.level, source_trial=self.source_trial, warm_start=self.warm_start,
+                         warm_iterations=self.warm_iterations)
 
 
 def make_plan(study: Study) -> list[PlannedTrial]:
     """Every trial the study asks for, in the order they run: the grid (each point once per seed; the base once per
     seed of `base_seed_list`, its extra seeds new trials) or the baselines then one sampled candidate per remaining
-    trial."""
+    trial. A confirmation (`confirms:`) asks for its candidates, each once per seed."""
+    if study.confirms is not None:
+        return [PlannedTrial(c.spec(), seed, baseline=c.baseline, source_trial=c.trial, warm_start=c.warm_start,
+                             warm_iterations=c.warm_iterations)
+                for c in study.candidates for seed in c.seeds]
     if study.mode == "ablation":
         return [PlannedTrial(point.spec, seed, factor=point.factor, level=point.level)
                 for point in study.ablation_grid()
@@ -62,14 +71,20 @@ def make_plan(study: Study) -> list[PlannedTrial]:
 
 def config_of(task: TrialTask) -> dict[str, Any]:
     """The Tune config of a trial (what the Optuna trial keeps, so a lost trial can run again as itself)."""
-    return {"trial_id": task.trial_id, "arch": task.spec.to_json(), "seed": task.seed, "baseline": task.baseline,
-            "factor": task.factor, "level": task.level}
+    config = {"trial_id": task.trial_id, "arch": task.spec.to_json(), "seed": task.seed, "baseline": task.baseline,
+              "factor": task.factor, "level": task.level}
+    if task.source_trial is not None:  # a confirmation's candidate
+        config.update(source_trial=task.source_trial, warm_start=task.warm_start,
+                      warm_iterations=task.warm_iterations)
+    return config
 
 
 def task_of(config: Mapping[str, Any]) -> TrialTask:
     """The trial a config stands for."""
     return TrialTask(trial_id=config["trial_id"], spec=ArchSpec.from_json(config["arch"]), seed=config["seed"],
-                     baseline=config.get("baseline"), factor=config.get("factor"), level=config.get("level"))
+                     baseline=config.get("baseline"), factor=config.get("factor"), level=config.get("level"),
+                     source_trial=config.get("source_trial"), warm_start=config.get("warm_start"),
+                     warm_iterations=config.get("warm_iterations"))
 
 
 @dataclass
@@ -104,7 +119,7 @@ def plan_session(study: Study, rows: Iterable[Mapping[str, Any]],
         rerun.append(task)
         known.add((task.spec.arch_key(), task.seed, task.baseline))
     plan = make_plan(study)
-    if study.mode == "ablation":
+    if study.mode == "ablation" or study.confirms is not None:  # a fixed list: each candidate once
         new = [p for p in plan if _planned_identity(p) not in known]
         sampled = 0
     else:

@@ -32,6 +32,7 @@ from ..model.deploy import check_equivalence, check_untrained, reparameterize
 from ..model.network import build
 from ..model.spec import ArchSpec
 from ..model.testing import randomize_statistics
+from ..results.quality_flags import row_flags
 from ..results.store import spec_columns
 from ..study.model import Study
 from ..study.settings import DataSpec
@@ -39,6 +40,7 @@ from ..model.cost import deploy_pair
 from . import data as data_mod
 from . import metrics, train
 from .challenge import ESR, fvcore_gflops, score_columns
+from .quality_check import output_spread
 from .timing.cache import TimingCache
 from .timing.engine import EngineError
 from .timing.measure import protocol_cost, time_spec
@@ -263,6 +265,8 @@ def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, 
         trainer = train.Trainer(model, train_data, study.train, task.seed, device=device, val_fn=val_fn,
                                 on_validation=on_validation,
                                 on_progress=(lambda done: report({"iteration": done})) if report else None)
+        if rungs is None or rungs.resume is None:  # where it starts (a resumed row has it): a collapse ends far below
+            row["start_psnr_y"] = val_fn(trainer.model)["psnr_y"]
         result = _train_through_rungs(trainer, rungs, row, study, val_fn, bicubic)
     except SrSearchError as exc:  # e.g. a warm-start checkpoint that does not fit this candidate
         return finish("failed", str(exc))
@@ -287,8 +291,9 @@ def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, 
     row.update(metrics.evaluate(deployed, val_sets, spec.scale, spec.colors, device))
     row.update(bicubic)
     row["psnr_gain"] = row["psnr_y"] - row["bicubic_psnr_y"]
-    # below bicubic: training collapsed (a too-large step, a broken candidate); flagged, never a plain result
-    row["collapsed"] = bool(row["psnr_gain"] < 0)
+    # below bicubic (under-trained) and collapsed (a defect) are two flags, defined in results.quality_flags
+    spread = output_spread(deployed, val_sets, spec.scale, spec.colors, device)
+    row.update(row_flags(row["psnr_y"], row["bicubic_psnr_y"], row.get("start_psnr_y"), spread))
     row.update(score_columns(row, study.protocol.score))
     return finish("complete")
 

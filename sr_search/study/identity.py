@@ -23,6 +23,8 @@ from .yamlfile import load_bounded
 #: keys whose change would make old and new trials incomparable
 COMPARABLE = ("name", "mode", "fixed", "constraints", "base", "data", "train", "timing", "protocols", "timing_on",
               "objectives", "pruning", "confirms")
+#: keys under COMPARABLE ones that say how trials run, not what they mean (where prepared images are kept)
+HOW_IT_RUNS = ("data.cache", "data.cache_max_gb", "data.on_gpu")
 
 
 def resolved(study: Study) -> dict[str, Any]:
@@ -89,7 +91,7 @@ def changes(frozen_study: Mapping[str, Any], frozen_resolved: Mapping[str, Any] 
     now = study.dump()
     out = [f"{key}: {_show(old)} -> {_show(new)}"
            for key in COMPARABLE
-           for key, old, new in _diff(key, frozen_study.get(key), now.get(key))]
+           for key, old, new in _diff(key, frozen_study.get(key), now.get(key)) if key not in HOW_IT_RUNS]
     if frozen_resolved is not None:
         current = resolved(study)
         out += [f"space ({study.space.name}) {key}: {_show(old)} -> {_show(new)}"

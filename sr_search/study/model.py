@@ -7,6 +7,7 @@ keeps its key path; the timing protocol is resolved once, here (`Study.protocol`
 from __future__ import annotations
 
 import functools
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -14,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ..columns import OBJECTIVES
+from ..columns import DEFAULT_OBJECTIVES, OBJECTIVES
 from ..errors import FieldProblem, SrSearchError
 from ..model.presets import preset as resolve_preset
 from ..model.spec import ArchSpec
@@ -29,8 +30,6 @@ from .yamlfile import did_you_mean
 
 #: result columns a study may optimise, with the only direction that makes sense for each (from the column catalog)
 METRICS = OBJECTIVES
-#: what a study optimises unless it says otherwise: quality and speed (the one place this default lives)
-DEFAULT_OBJECTIVES: dict[str, str] = {"psnr_y": "max", "throughput": "max"}
 SEARCH_KEYS = ("sampler", "n_trials", "seed", "baselines", "pruning")
 ABLATION_KEYS = ("base", "factors", "design", "seeds", "base_seeds")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -109,6 +108,48 @@ class Pruning(BaseModel):
         return rungs + [iterations]
 
 
+class Candidate(BaseModel):
+    """One candidate of a confirmation study (`confirms:`): a trial of the source study, trained again with the
+    confirmation's budget once per seed in `seeds`. Written by `sr-search confirm` (sr_search/run/confirm.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: the source study's trial id; every row of this candidate carries it (`source_trial_id`)
+    trial: str = Field(pattern=r"^[0-9]{4,}$")
+    #: its architecture, every ArchSpec field (the source row's `arch_json`)
+    arch: dict[str, Any]
+    seeds: tuple[Seed, ...] = Field(min_length=1, max_length=MAX_SEEDS)
+    #: the named baseline (preset) the source trial was, if any
+    baseline: str | None = None
+    #: `confirm --continue`: the source trial's kept weights, and the iterations they were trained for; training
+    #: goes on from there for the rest of the budget
+    warm_start: str | None = None
+    warm_iterations: int | None = Field(None, ge=1)
+
+    _no_bool_numbers = model_validator(mode="before")(classmethod(no_bool_numbers))
+
+    @field_validator("arch")
+    @classmethod
+    def _check_arch(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            ArchSpec.from_json(json.dumps(value))
+        except (SrSearchError, ValueError, TypeError) as exc:
+            raise ValueError(f"not an architecture: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_warm(self) -> Candidate:
+        if (self.warm_start is None) != (self.warm_iterations is None):
+            raise FieldProblem("warm_start", "warm_start and warm_iterations go together (the weights and the "
+                                             "iterations they were trained for)")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise FieldProblem("seeds", f"seeds {list(self.seeds)} repeat a seed")
+        return self
+
+    def spec(self) -> ArchSpec:
+        return ArchSpec.from_json(json.dumps(self.arch))
+
+
 class Study(BaseModel):
     """A validated study file. Frozen; `with_overrides` makes a new one."""
 
@@ -149,6 +190,10 @@ class Study(BaseModel):
     #: where Tune keeps trial checkpoints (a shared path or a pyarrow URI such as s3://bucket/runs); default: the
     #: study folder. Workers write only there, never in the study folder.
     storage: str | None = None
+    #: a confirmation study: the source study folder it confirms (only read) and the candidates it trains again
+    #: (sr_search/run/confirm.py writes both; everything else is the source's but the training budget)
+    confirms: Path | None = None
+    candidates: tuple[Candidate, ...] = ()
     #: the space as loaded with the study (its file read once, `fixed` pinned); not part of the study file
     loaded_space: SearchSpace | None = Field(None, exclude=True, repr=False)
 
@@ -160,6 +205,23 @@ class Study(BaseModel):
         if isinstance(data, dict) and data.get("out_dir") is None and isinstance(data.get("name"), str):
             data = {**data, "out_dir": str(Path("runs") / data["name"])}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _confirmation_trials(cls, data: Any) -> Any:
+        """A confirmation runs each candidate once per seed: that is its n_trials unless the file says it."""
+        if isinstance(data, dict) and data.get("confirms") is not None and "n_trials" not in data:
+            candidates = data.get("candidates")
+            if isinstance(candidates, (list, tuple)) and all(isinstance(c, dict) for c in candidates):
+                runs = sum(len(c["seeds"]) for c in candidates if isinstance(c.get("seeds"), (list, tuple)))
+                if runs:
+                    data = {**data, "n_trials": runs}
+        return data
+
+    @field_validator("confirms", mode="before")
+    @classmethod
+    def _resolve_confirms(cls, value: Any, info: ValidationInfo) -> Any:
+        return _resolve(value, info)
 
     @field_validator("name")
     @classmethod
@@ -232,6 +294,33 @@ class Study(BaseModel):
             raise FieldProblem("base_seeds", f"base_seeds={self.base_seeds} is fewer than the {len(self.seeds)} "
                                              f"seeds every variant runs with; it counts the base's seeds in all "
                                              f"(at least {len(self.seeds)})")
+        return self
+
+    @model_validator(mode="after")
+    def _check_confirmation(self) -> Study:
+        if self.confirms is None:
+            if self.candidates:
+                raise FieldProblem("candidates", "only a confirmation study (confirms: SOURCE_DIR) lists candidates")
+            return self
+        if self.mode != "search":
+            raise FieldProblem("mode", "a confirmation trains a list of candidates: mode: search")
+        if self.pruning is not None:
+            raise FieldProblem("pruning", "a confirmation trains every candidate to its full budget (remove pruning)")
+        if self.baselines:
+            raise FieldProblem("baselines", "a confirmation's baselines are among its candidates (remove baselines)")
+        if not self.candidates:
+            raise FieldProblem("candidates", "a confirmation needs at least one candidate")
+        runs = [(c.spec().arch_key(), seed) for c in self.candidates for seed in c.seeds]
+        if len(set(runs)) != len(runs):
+            raise FieldProblem("candidates", "two candidates run the same architecture with the same seed")
+        if self.n_trials != len(runs):
+            raise FieldProblem("n_trials", f"n_trials={self.n_trials}, but the candidates ask for {len(runs)} "
+                                           f"trainings (one per candidate and seed); leave n_trials out")
+        for c in self.candidates:
+            if c.warm_iterations is not None and c.warm_iterations >= self.train.iterations:
+                raise FieldProblem(("train", "iterations"),
+                                   f"{self.train.iterations} iterations do not go beyond the {c.warm_iterations} that "
+                                   f"candidate {c.trial} continues from")
         return self
 
     @model_validator(mode="after")
@@ -316,6 +405,8 @@ class Study(BaseModel):
     def dump(self) -> dict[str, Any]:
         """The resolved study as plain data, without the keys of the other mode."""
         unused = ABLATION_KEYS if self.mode == "search" else SEARCH_KEYS
+        if self.confirms is None:
+            unused = (*unused, "confirms", "candidates")
         return {k: v for k, v in self.model_dump(mode="json", by_alias=True).items() if k not in unused}
 
 
