@@ -1,5 +1,15 @@
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
 import torch
+
+# prepared images go to a throw-away cache for the session, never the user's (Ray workers inherit it)
+_DATA_CACHE = tempfile.mkdtemp(prefix="sr-search-data-cache-")
+os.environ["SR_SEARCH_DATA_CACHE"] = _DATA_CACHE
+atexit.register(shutil.rmtree, _DATA_CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

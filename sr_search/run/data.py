@@ -23,11 +23,18 @@ batch), Y as float32 (1.33x the uint8 RGB, and no per-batch conversion).
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import math
-from dataclasses import dataclass
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -43,11 +50,13 @@ from ..study.images import (
     list_images,
     source_files,
 )
+from ..study.data_cache import DataCache, Entry, FileIdentity, hr_name, lr_name
 from ..study.settings import BUILTIN, DataSpec
 
-__all__ = ["BUILTIN", "BUILTIN_TRAIN", "BUILTIN_VAL", "IMAGE_SUFFIXES", "DataSpec", "TrainData", "ValImage",
-           "builtin_folder", "check_patch", "check_val", "degrade", "imresize", "list_images", "load_train",
-           "load_val", "mod_crop", "read_image", "to_colors"]
+__all__ = ["BUILTIN", "BUILTIN_TRAIN", "BUILTIN_VAL", "IMAGE_SUFFIXES", "Batch", "DataSpec", "Prepared",
+           "TrainData", "ValImage", "builtin_folder", "check_patch", "check_val", "data_cache", "degrade",
+           "degrade_dense", "imresize", "imresize_dense", "list_images", "load_train", "load_val", "mod_crop",
+           "prepare", "read_image", "to_colors"]
 #: MATLAB rgb2ycbcr Y row for RGB in [0, 1]; Y lands in [16, 235] (BT.601 studio swing)
 Y_WEIGHTS = (65.481, 128.553, 24.966)
 Y_OFFSET = 16.0
@@ -73,8 +82,9 @@ def output_size(in_len: int, scale: float) -> int:
 
 
 @functools.lru_cache(maxsize=64)
-def _resize_matrix(in_len: int, out_len: int, scale: float, antialias: bool) -> torch.Tensor:
-    """The (out_len, in_len) float64 matrix of one 1-D MATLAB bicubic resize, symmetric padding folded in."""
+def _taps(in_len: int, out_len: int, scale: float, antialias: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The taps of one 1-D MATLAB bicubic resize: 0-based input indices before padding (out_len, taps), which may
+    fall outside [0, in_len), and their float64 weights (rows sum to 1)."""
     x = torch.arange(1, out_len + 1, dtype=torch.float64)
     u = x / scale + 0.5 * (1 - 1 / scale)  # 1-based input coordinate of each output centre
     shrink = antialias and scale < 1
@@ -85,22 +95,59 @@ def _resize_matrix(in_len: int, out_len: int, scale: float, antialias: bool) -> 
     dist = u[:, None] - idx
     weights = scale * _cubic(dist * scale) if shrink else _cubic(dist)
     weights = weights / weights.sum(dim=1, keepdim=True)
-    idx = idx.long() - 1
-    # MATLAB 'symmetric' padding: ... x1 x0 | x0 x1 ... x(n-1) | x(n-1) x(n-2) ..., for any distance
+    return idx.long() - 1, weights
+
+
+def _mirror(idx: torch.Tensor, in_len: int) -> torch.Tensor:
+    """MATLAB 'symmetric' padding: ... x1 x0 | x0 x1 ... x(n-1) | x(n-1) x(n-2) ..., for any distance."""
     period = 2 * in_len
     m = idx % period
-    idx = torch.where(m < in_len, m, period - 1 - m)
-    # A dense matrix turns each pass into one matmul (BLAS): much faster than gathering taps.
-    return torch.zeros(out_len, in_len, dtype=torch.float64).scatter_add_(1, idx, weights)
+    return torch.where(m < in_len, m, period - 1 - m)
+
+
+@functools.lru_cache(maxsize=64)
+def _resize_matrix(in_len: int, out_len: int, scale: float, antialias: bool) -> torch.Tensor:
+    """The dense (out_len, in_len) float64 matrix of one 1-D resize (sr-search 0.2's form; the reference)."""
+    idx, weights = _taps(in_len, out_len, scale, antialias)
+    return torch.zeros(out_len, in_len, dtype=torch.float64).scatter_add_(1, _mirror(idx, in_len), weights)
 
 
 def _resize_dim(x: torch.Tensor, dim: int, scale: float, antialias: bool) -> torch.Tensor:
+    """One banded 1-D pass: 4-18 taps per output instead of a dense matrix. Where every output has the same
+    weights on a regular stride (an integer downscale: what `degrade` does), the pass is one strided convolution
+    over the symmetrically padded input; otherwise a sum over the taps."""
     in_len = x.shape[dim]
-    matrix = _resize_matrix(in_len, output_size(in_len, scale), float(scale), antialias)
-    matrix = matrix.to(device=x.device, dtype=x.dtype)
-    if dim == x.ndim - 2:
-        return matrix @ x
-    return x @ matrix.T
+    out_len = output_size(in_len, scale)
+    idx, weights = _taps(in_len, out_len, float(scale), antialias)
+    step = idx[1, 0] - idx[0, 0] if out_len > 1 else 1
+    regular = out_len > 1 and bool((weights == weights[:1]).all()) and bool(
+        (idx == idx[:1] + step * torch.arange(out_len)[:, None]).all())
+    dim = dim % x.ndim
+    if regular and dim == x.ndim - 1 and x.ndim >= 2:  # strided taps run along columns: resize the transpose
+        return _resize_dim(x.transpose(-1, -2), x.ndim - 2, scale, antialias).transpose(-1, -2)
+    if regular:
+        first = int(idx[0, 0])
+        span = torch.arange(first, int(idx[-1, -1]) + 1)
+        padded = x.index_select(dim, _mirror(span, in_len).to(x.device))
+        out = None
+        lead = (slice(None),) * dim
+        for t, w in enumerate(weights[0].tolist()):
+            if w == 0.0:
+                continue
+            view = padded[(*lead, slice(t, t + int(step) * (out_len - 1) + 1, int(step)))]
+            out = view * w if out is None else out.add_(view, alpha=w)
+        assert out is not None
+        return out
+    mirrored = _mirror(idx, in_len).to(x.device)
+    w = weights.to(device=x.device, dtype=x.dtype)
+    shape = [1] * x.ndim
+    shape[dim] = out_len
+    out = None
+    for t in range(idx.shape[1]):
+        term = x.index_select(dim, mirrored[:, t]) * w[:, t].view(shape)
+        out = term if out is None else out.add_(term)
+    assert out is not None
+    return out
 
 
 def imresize(x: torch.Tensor | np.ndarray, scale: float, antialias: bool = True) -> Any:
@@ -109,7 +156,23 @@ def imresize(x: torch.Tensor | np.ndarray, scale: float, antialias: bool = True)
     Output size ceil(in * scale); a = -0.5 cubic kernel, stretched (antialiased) when downscaling, symmetric
     padding; H is resized first, then W. Not rounded or clipped (MATLAB does that only for uint8 input).
     Torch in -> torch out, numpy in -> numpy out; the dtype is kept (use float64 for reference values).
+    Banded and separable (a few taps per pixel); `imresize_dense` is sr-search 0.2's dense form, equal to 1e-6.
     """
+    return _imresize(x, scale, antialias, _resize_dim)
+
+
+def imresize_dense(x: torch.Tensor | np.ndarray, scale: float, antialias: bool = True) -> Any:
+    """`imresize` as sr-search 0.2 computed it: each pass a product with a dense resize matrix (about 4 GFLOP per
+    DIV2K image at x4). Kept as the reference the banded form is tested and benchmarked against."""
+    def dense(t: torch.Tensor, dim: int, s: float, aa: bool) -> torch.Tensor:
+        in_len = t.shape[dim]
+        matrix = _resize_matrix(in_len, output_size(in_len, s), float(s), aa).to(device=t.device, dtype=t.dtype)
+        return matrix @ t if dim == t.ndim - 2 else t @ matrix.T
+
+    return _imresize(x, scale, antialias, dense)
+
+
+def _imresize(x: torch.Tensor | np.ndarray, scale: float, antialias: bool, resize_dim: Callable[..., Any]) -> Any:
     if scale <= 0:
         raise SrSearchError(f"imresize scale must be > 0; got {scale!r}")
     as_numpy = isinstance(x, np.ndarray)
@@ -118,7 +181,7 @@ def imresize(x: torch.Tensor | np.ndarray, scale: float, antialias: bool = True)
         raise SrSearchError(f"imresize needs a float array (values in [0, 1]); got dtype {t.dtype}")
     if t.ndim < 2:
         raise SrSearchError(f"imresize needs at least 2 dimensions (H, W); got shape {tuple(t.shape)}")
-    out = _resize_dim(_resize_dim(t, t.ndim - 2, scale, antialias), t.ndim - 1, scale, antialias)
+    out = resize_dim(resize_dim(t, t.ndim - 2, scale, antialias), t.ndim - 1, scale, antialias)
     return out.numpy() if as_numpy else out
 
 
@@ -179,13 +242,23 @@ def mod_crop(img: np.ndarray, multiple: int) -> np.ndarray:
 
 def degrade(hr: np.ndarray, scale: int) -> np.ndarray:
     """8-bit LR of a mod-cropped (H, W, 3) uint8 HR: MATLAB bicubic 1/scale, rounded and clipped to uint8."""
+    return _degrade(hr, scale, imresize)
+
+
+def degrade_dense(hr: np.ndarray, scale: int) -> np.ndarray:
+    """`degrade` with sr-search 0.2's dense resize (the reference; several times slower)."""
+    return _degrade(hr, scale, imresize_dense)
+
+
+def _degrade(hr: np.ndarray, scale: int, resize: Callable[..., Any]) -> np.ndarray:
     t = torch.from_numpy(np.array(hr, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
-    lr = imresize(t, 1.0 / scale)
-    return lr.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    lr = resize(t, 1.0 / scale)
+    return lr.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 
-def _pair(path: Path, scale: int, max_size: int | None, what: str) -> tuple[np.ndarray, np.ndarray]:
-    hr = read_image(path)
+def _crop(hr: Any, scale: int, max_size: int | None, what: str, path: Path) -> Any:
+    """Centre-crop to `max_size` a side (validation), then mod-crop to the scale: a view of the (H, W, 3) array
+    or tensor `hr`."""
     if max_size is not None:
         h, w = hr.shape[:2]
         top, left = max(0, (h - max_size) // 2), max(0, (w - max_size) // 2)
@@ -193,36 +266,186 @@ def _pair(path: Path, scale: int, max_size: int | None, what: str) -> tuple[np.n
     hr = mod_crop(hr, scale)
     if hr.shape[0] < scale or hr.shape[1] < scale:
         raise SrSearchError(f"{what} image {path} is {hr.shape[1]}x{hr.shape[0]} px, smaller than scale x{scale}")
-    return hr, degrade(hr, scale)
+    return hr
 
 
 def _chw(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
-@functools.lru_cache(maxsize=2)
-def _load_train_pairs(
-    source: str, scale: int, max_images: int | None
-) -> tuple[tuple[str, torch.Tensor, torch.Tensor], ...]:
-    """(name, HR, LR) uint8 CHW, cached per process: a search trains many candidates on the same data."""
-    files = source_files(source, "train", "data.train folder")
-    if max_images is not None:
-        files = files[:max_images]
-    out = []
-    for name, path in files:
-        hr, lr = _pair(path, scale, None, "training")
-        out.append((name, _chw(hr), _chw(lr)))
-    return tuple(out)
+# --- preparing the images once per node ---------------------------------------------------------------------
+
+#: decodes done by this process, per image path (the cache's journal counts them per node)
+DECODES: collections.Counter[str] = collections.Counter()
+_WARNED: set[str] = set()
 
 
-# --- training data ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Prepared:
+    """One prepared image: HR (H, W, 3) uint8, mod-cropped, and its 8-bit LR (H/s, W/s, 3); read-only arrays,
+    memory-mapped from the node's cache (or held in memory when the cache cannot be written)."""
+
+    name: str
+    hr: np.ndarray
+    lr: np.ndarray
+    hr_t: torch.Tensor = field(repr=False)  # the same memory as torch tensors
+    lr_t: torch.Tensor = field(repr=False)
+
+
+def data_cache(spec: DataSpec) -> DataCache:
+    """The cache `spec` names (`data.cache`, `data.cache_max_gb`)."""
+    return DataCache.from_setting(spec.cache, spec.cache_max_gb)
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(message, stacklevel=3)
+
+
+def _decode(path: Path, cache: DataCache | None) -> np.ndarray:
+    t = time.perf_counter()
+    img = read_image(path)
+    DECODES[str(path)] += 1
+    if cache is not None:
+        cache.journal("decode", str(path), time.perf_counter() - t)
+    return img
+
+
+@functools.lru_cache(maxsize=8192)
+def _map(path: Path, size: int, inode: int) -> torch.Tensor:
+    """A whole entry file, memory-mapped (MAP_PRIVATE, never written: the page cache's one copy; no fd kept)."""
+    return torch.from_file(str(path), shared=False, size=size, dtype=torch.uint8)
+
+
+def _entry_arrays(entry: Entry) -> dict[str, torch.Tensor]:
+    try:
+        inode = entry.path.stat().st_ino
+    except OSError:  # evicted or cleared just now: the next lookup prepares it again
+        inode = -1
+    whole = _map(entry.path, entry.size, inode)
+    return {k: whole[off:off + math.prod(shape)].view(shape) for k, (off, shape) in entry.arrays.items()}
+
+
+def _readonly(t: torch.Tensor) -> np.ndarray:
+    arr = t.numpy()
+    arr.flags.writeable = False
+    return arr
+
+
+def _store(cache: DataCache, name: str, key: str, arr: np.ndarray, meta: dict[str, Any]) -> torch.Tensor:
+    """Write one array as a cache entry and map it back; on a full or failing disk, warn once and keep it in
+    memory (nothing partial is left: the entry appears whole or not at all)."""
+    try:
+        entry = cache.write(name, {key: arr}, meta)
+    except OSError as exc:
+        _warn_once(f"write:{cache.root}", f"data cache {cache.root}: cannot write a prepared image "
+                   f"({type(exc).__name__}: {exc.strerror or exc}); this process keeps what it prepares in memory "
+                   f"instead (nothing is lost; free space or set data.cache to another folder, or 'off')")
+        return torch.from_numpy(np.ascontiguousarray(arr))
+    return _entry_arrays(entry)[key]
+
+
+def _prepare_one(cache: DataCache, name: str, path: Path, scale: int, crop: int | None, what: str,
+                 blocking: bool) -> Prepared | None:
+    """The image prepared for (scale, crop), from the cache, or prepared now (and stored) under its lock. None
+    when another process holds the lock and `blocking` is False (it is preparing this image: come back later)."""
+    try:
+        identity = FileIdentity.of(path)
+    except OSError as exc:
+        raise SrSearchError(f"cannot read image {path}: {type(exc).__name__}: {exc.strerror or exc}") from None
+    hr_key, lr_key = hr_name(identity), lr_name(identity, scale, crop)
+    hr_entry = cache.lookup(hr_key)
+    lr_entry = cache.lookup(lr_key) if hr_entry is not None else None
+    if hr_entry is None or lr_entry is None:
+        reason = cache.unusable()
+        if reason is not None:
+            if cache.enabled:
+                _warn_once(f"unusable:{cache.root}", f"data cache {cache.root} cannot be written ({reason}): this "
+                           f"process prepares its images in memory instead, as without a cache (nothing is lost; "
+                           f"set data.cache to a writable folder, or 'off' to silence this)")
+            view = _crop(torch.from_numpy(_decode(path, None)), scale, crop, what, path)
+            return _prepared(name, view, torch.from_numpy(degrade(view.numpy(), scale)))
+    else:
+        view = _crop(_entry_arrays(hr_entry)["hr"], scale, crop, what, path)
+        return _prepared(name, view, _entry_arrays(lr_entry)["lr"])
+    with cache.lock(hr_key, blocking) as held:
+        if not held:
+            return None
+        hr_entry, lr_entry = cache.lookup(hr_key), cache.lookup(lr_key)  # another process may have finished it
+        if hr_entry is not None:
+            hr_t = _entry_arrays(hr_entry)["hr"]
+        else:
+            img = _decode(path, cache)
+            hr_t = _store(cache, hr_key, "hr", img, {"source": identity.path, "width": img.shape[1],
+                                                    "height": img.shape[0]})
+        view = _crop(hr_t, scale, crop, what, path)
+        if lr_entry is not None:
+            lr_t = _entry_arrays(lr_entry)["lr"]
+        else:
+            t = time.perf_counter()
+            lr = degrade(view.numpy(), scale)
+            cache.journal("degrade", identity.path, time.perf_counter() - t)
+            lr_t = _store(cache, lr_key, "lr", lr, {"source": identity.path, "scale": scale, "crop": crop})
+    return _prepared(name, view, lr_t)
+
+
+def _fill_threads() -> int:
+    """Threads that decode and degrade while filling: PIL and torch release the GIL."""
+    return max(1, min(8, os.cpu_count() or 1, max(2, torch.get_num_threads())))
+
+
+def prepare(files: Sequence[tuple[str, Path]], scale: int, crop: int | None, cache: DataCache,
+            what: str) -> list[Prepared]:
+    """Each (name, path) prepared for (scale, crop): mapped from the node's cache, the missing ones decoded and
+    degraded on several threads. Images another process is preparing are taken last (by then they are usually
+    done); a process killed while preparing leaves nothing that is read. Eviction keeps these entries."""
+    def one(i: int, blocking: bool) -> Prepared | None:
+        name, path = files[i]
+        return _prepare_one(cache, name, path, scale, crop, what, blocking)
+
+    if not files:
+        return []
+    threads = min(_fill_threads(), len(files))
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        out = list(pool.map(lambda i: one(i, False), range(len(files))))
+        later = [i for i, p in enumerate(out) if p is None]
+        for i, p in zip(later, pool.map(lambda i: one(i, True), later)):
+            out[i] = p
+    if cache.enabled and cache.max_bytes is not None and cache.unusable() is None:
+        keep = set()
+        for _, path in files:
+            with contextlib.suppress(OSError):
+                identity = FileIdentity.of(path)
+                keep.update((hr_name(identity), lr_name(identity, scale, crop)))
+        cache.evict(keep)
+    return [p for p in out if p is not None]
+
+
+def _prepared(name: str, hr: torch.Tensor, lr: torch.Tensor) -> Prepared:
+    return Prepared(name, _readonly(hr), _readonly(lr), hr, lr)
+# --- training data: held once, cut into batches ---------------------------------------------------------------
+
+
+class Batch(NamedTuple):
+    """A batch as cut on the host: uint8 (B, P, P, 3) LR and (B, P*s, P*s, 3) HR patches, un-augmented, and each
+    sample's augmentation (horizontal flip, vertical flip, transpose), applied by `TrainData.finish` on the
+    training device together with the float conversion."""
+
+    lr: torch.Tensor
+    hr: torch.Tensor
+    hflip: np.ndarray
+    vflip: np.ndarray
+    transpose: np.ndarray
 
 
 @dataclass
 class TrainData:
-    """HR/LR pairs held in memory on `device`; `batch()` cuts augmented patches.
+    """HR/LR pairs held once and cut into augmented patches.
 
-    Stored as (3, H, W) uint8 RGB for colors=3, as (1, H, W) float32 Y/255 for colors=1.
+    `hr` and `lr` are (3, H, W) uint8 RGB views (of the node's memory-mapped cache, or of memory): the colours
+    are converted per batch (`colors=1`: the MATLAB Y channel), as are the floats. `device` is where batches go
+    (the training device); the images themselves stay in host memory unless `on_gpu` put them on that device.
     """
 
     names: list[str]
@@ -235,9 +458,22 @@ class TrainData:
     def __post_init__(self) -> None:
         self._sizes = [(t.shape[1], t.shape[2]) for t in self.lr]
         self._min_side = min(min(s) for s in self._sizes)
+        self._lr_h = np.array([h for h, _ in self._sizes], dtype=np.int64)
+        self._lr_w = np.array([w for _, w in self._sizes], dtype=np.int64)
+        self._host = all(t.device.type == "cpu" for t in self.hr)
+        # each image as HWC; on the host as 2-D (H, W*3) numpy rows, so a patch is one block copy
+        self._hwc_hr = [_hwc(t) for t in self.hr]
+        self._hwc_lr = [_hwc(t) for t in self.lr]
+        if self._host:
+            self._rows_hr = [_rows(t) for t in self._hwc_hr]
+            self._rows_lr = [_rows(t) for t in self._hwc_lr]
 
     def max_lr_patch(self) -> int:
         return self._min_side
+
+    def nbytes(self) -> int:
+        """Bytes of image data held (HR and LR, uint8)."""
+        return sum(t.numel() for t in self.hr) + sum(t.numel() for t in self.lr)
 
     def check_fits(self, lr_patch: int) -> None:
         """Every training image must hold one LR patch; otherwise name the smallest offender."""
@@ -252,53 +488,99 @@ class TrainData:
     def batch(
         self, batch_size: int, lr_patch: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random (lr, hr) float patches: image uniformly (BasicSR: one crop per drawn image), random position,
-        random flips and 90-degree rotation. Deterministic given `generator` (a CPU generator)."""
+        """Random (lr, hr) float patches on `device`: image uniformly (BasicSR: one crop per drawn image), random
+        position, random flips and 90-degree rotation. Deterministic given `generator` (a CPU generator); the
+        same patches as sr-search 0.2 drew for the same generator state."""
+        return self.finish(self.cut(batch_size, lr_patch, generator), self.device, torch.float32)
+
+    def cut(self, batch_size: int, lr_patch: int, generator: torch.Generator, pin: bool = False) -> Batch:
+        """The host side of `batch`: draw the samples and copy their un-augmented uint8 patches (one block copy
+        each, numpy: no torch intra-op threads for tiny copies). `pin`: into pinned memory, for a non-blocking
+        copy to the GPU."""
         self.check_fits(lr_patch)
         s, p = self.scale, lr_patch
-        draws = torch.rand((batch_size, 6), generator=generator, dtype=torch.float64).tolist()
-        lrs, hrs = [], []
-        for k, top_u, left_u, hflip, vflip, transpose in draws:
-            i = int(k * len(self.lr))
-            h, w = self._sizes[i]
-            top, left = int(top_u * (h - p + 1)), int(left_u * (w - p + 1))
-            lr = self.lr[i][:, top:top + p, left:left + p]
-            hr = self.hr[i][:, top * s:(top + p) * s, left * s:(left + p) * s]
-            # per-sample flips of small views are cheaper than batched torch.where; transpose is a view
-            dims = (-1,) * (hflip < 0.5) + (-2,) * (vflip < 0.5)
-            if dims:
-                lr, hr = lr.flip(dims), hr.flip(dims)
-            if transpose < 0.5:
-                lr, hr = lr.transpose(-1, -2), hr.transpose(-1, -2)
-            lrs.append(lr)
-            hrs.append(hr)
-        return _as_float(torch.stack(lrs)), _as_float(torch.stack(hrs))
+        draws = torch.rand((batch_size, 6), generator=generator, dtype=torch.float64).numpy()
+        i = (draws[:, 0] * len(self.lr)).astype(np.int64)
+        top = (draws[:, 1] * (self._lr_h[i] - p + 1)).astype(np.int64)
+        left = (draws[:, 2] * (self._lr_w[i] - p + 1)).astype(np.int64)
+        flags = draws[:, 3:] < 0.5
+        if not self._host:  # images on the GPU (data.on_gpu): cut there
+            dev = self.hr[0].device
+            lr_out = torch.empty((batch_size, p, p, 3), dtype=torch.uint8, device=dev)
+            hr_out = torch.empty((batch_size, p * s, p * s, 3), dtype=torch.uint8, device=dev)
+            for b, (k, y, x) in enumerate(zip(i.tolist(), top.tolist(), left.tolist())):
+                lr_out[b] = self._hwc_lr[k][y:y + p, x:x + p]
+                hr_out[b] = self._hwc_hr[k][y * s:(y + p) * s, x * s:(x + p) * s]
+            return Batch(lr_out, hr_out, flags[:, 0], flags[:, 1], flags[:, 2])
+        lr_out = torch.empty((batch_size, p, p, 3), dtype=torch.uint8, pin_memory=pin)
+        hr_out = torch.empty((batch_size, p * s, p * s, 3), dtype=torch.uint8, pin_memory=pin)
+        lr_rows = lr_out.numpy().reshape(batch_size, p, p * 3)
+        hr_rows = hr_out.numpy().reshape(batch_size, p * s, p * s * 3)
+        for b, (k, y, x) in enumerate(zip(i.tolist(), top.tolist(), left.tolist())):
+            lr_rows[b] = self._rows_lr[k][y:y + p, x * 3:(x + p) * 3]
+            hr_rows[b] = self._rows_hr[k][y * s:(y + p) * s, x * s * 3:(x + p) * s * 3]
+        return Batch(lr_out, hr_out, flags[:, 0], flags[:, 1], flags[:, 2])
+
+    def finish(self, batch: Batch, device: torch.device | str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """A cut batch as model input on `device` in `dtype`: copied there as uint8 (non-blocking from pinned
+        memory), augmented, converted to float there (RGB / 255, or the Y channel)."""
+        dev = torch.device(device)
+        codes = batch.hflip.astype(np.int64) + 2 * batch.vflip + 4 * batch.transpose
+        out = []
+        for x in (batch.lr, batch.hr):
+            x = x.to(dev, non_blocking=True).permute(0, 3, 1, 2)
+            x = to_colors(_orient(x, codes), self.colors, 255.0)
+            out.append(x if x.dtype == dtype else x.to(dtype))
+        return out[0], out[1]
 
 
-def _as_float(x: torch.Tensor) -> torch.Tensor:
-    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+def _hwc(t: torch.Tensor) -> torch.Tensor:
+    """A (3, H, W) image as a contiguous (H, W, 3) tensor (a view when it is one already)."""
+    hwc = t.permute(1, 2, 0)
+    return hwc if hwc.is_contiguous() else hwc.contiguous()
 
 
-def _stored(rgb: torch.Tensor, colors: int, device: torch.device) -> torch.Tensor:
-    """How a training image is kept: uint8 RGB, or float32 Y (converted on the device, once)."""
-    rgb = rgb.to(device)
-    return rgb if colors == 3 else to_colors(rgb, 1, 255.0)
+def _rows(hwc: torch.Tensor) -> np.ndarray:
+    """(H, W, 3) as (H, W*3) numpy rows (a view); mapped entries are read-only and stay so."""
+    return hwc.numpy().reshape(hwc.shape[0], -1)
+
+
+def _orient(x: torch.Tensor, codes: np.ndarray) -> torch.Tensor:
+    """Per-sample flips and transpose of an (B, C, P, P) batch, as sr-search 0.2 applied them one sample at a
+    time (code = hflip + 2 vflip + 4 transpose): one group per distinct code, at most eight."""
+    def apply(t: torch.Tensor, code: int) -> torch.Tensor:
+        dims = (-1,) * (code & 1) + (-2,) * ((code >> 1) & 1)
+        if dims:
+            t = t.flip(dims)
+        return t.transpose(-1, -2) if code & 4 else t
+
+    present = np.unique(codes)
+    if len(present) == 1:
+        return apply(x, int(present[0])).contiguous()
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    for code in present.tolist():
+        sel = torch.from_numpy(np.flatnonzero(codes == code)).to(x.device)
+        out.index_copy_(0, sel, apply(x.index_select(0, sel), code))
+    return out
+
+
+def _train_files(spec: DataSpec) -> list[tuple[str, Path]]:
+    files = source_files(spec.train, "train", "data.train folder")
+    return files[:spec.train_max_images] if spec.train_max_images is not None else files
 
 
 def load_train(spec: DataSpec, scale: int, colors: int, device: torch.device | str = "cpu") -> TrainData:
-    """Read, mod-crop and degrade the training images once (cached per process); keep them on `device`."""
+    """The training images prepared for `scale` (decoded and degraded once per node, in `data.cache`), mapped
+    read-only; batches go to `device`. With `data.on_gpu` and a CUDA device the images are copied there."""
     _check_scale(scale)
     _check_colors(colors)
-    pairs = _load_train_pairs(spec.train, scale, spec.train_max_images)
     dev = torch.device(device)
-    return TrainData(
-        names=[n for n, _, _ in pairs],
-        hr=[_stored(h, colors, dev) for _, h, _ in pairs],
-        lr=[_stored(lr, colors, dev) for _, _, lr in pairs],
-        scale=scale,
-        colors=colors,
-        device=dev,
-    )
+    prepared = prepare(_train_files(spec), scale, None, data_cache(spec), "training")
+    hr = [p.hr_t.permute(2, 0, 1) for p in prepared]
+    lr = [p.lr_t.permute(2, 0, 1) for p in prepared]
+    if spec.on_gpu and dev.type == "cuda":
+        hr, lr = [t.to(dev) for t in hr], [t.to(dev) for t in lr]
+    return TrainData(names=[p.name for p in prepared], hr=hr, lr=lr, scale=scale, colors=colors, device=dev)
 
 
 def check_patch(spec: ArchSpec, lr_patch: int) -> None:
@@ -330,17 +612,17 @@ class ValImage:
 
 
 def load_val(spec: DataSpec, scale: int, colors: int) -> dict[str, list[ValImage]]:
-    """Each validation set: HR centre-cropped to `val_max_size`, mod-cropped, and its 8-bit bicubic LR."""
+    """Each validation set: HR centre-cropped to `val_max_size`, mod-cropped, and its 8-bit bicubic LR (prepared
+    once per node in the cache, as the training images are)."""
     _check_scale(scale)
     _check_colors(colors)
+    cache = data_cache(spec)
     sets: dict[str, list[ValImage]] = {}
     for set_name, source in spec.val.items():
-        images = []
-        for name, path in source_files(source, "val", f"data.val.{set_name} folder"):
-            hr, lr = _pair(path, scale, spec.val_max_size, f"validation set {set_name!r}")
-            lr_t = to_colors(_chw(lr), colors, 255.0)
-            images.append(ValImage(name=name, hr=_chw(hr), lr=lr_t))
-        sets[set_name] = images
+        files = source_files(source, "val", f"data.val.{set_name} folder")
+        prepared = prepare(files, scale, spec.val_max_size, cache, f"validation set {set_name!r}")
+        sets[set_name] = [ValImage(name=p.name, hr=_chw(p.hr), lr=to_colors(_chw(p.lr), colors, 255.0))
+                          for p in prepared]
     return sets
 
 

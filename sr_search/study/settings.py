@@ -31,10 +31,19 @@ class DataSpec(Record):
     #: centre-crop validation HR images to at most this many pixels per side (bounds CPU eval cost); None = full
     val_max_size: int | None = Field(256, ge=8, le=MAX_SIDE)
     train_max_images: int | None = Field(None, ge=1, le=10_000_000)
-
+    #: where each node keeps the prepared images (decoded, degraded, uint8, memory-mapped by every trial): a folder,
+    #: 'off' (each trial process prepares its own copy in memory), or None: $SR_SEARCH_DATA_CACHE, else the
+    #: user's cache folder (~/.cache/sr-search/data). How a study runs, not what it means: may change on resume.
+    cache: str | None = None
+    #: the cache's size bound in GB; beyond it the least recently used entries of other datasets are removed
+    cache_max_gb: float | None = Field(200.0, gt=0)
+    #: keep the training images on the GPU (each trial holds its own copy there; for small sets). Default: they
+    #: stay in host memory, mapped once per node, and each batch is copied to the GPU
+    on_gpu: bool = False
 
     def __hash__(self) -> int:  # `val` is a dict; callers cache loaded data by DataSpec
-        return hash((self.train, tuple(sorted(self.val.items())), self.val_max_size, self.train_max_images))
+        return hash((self.train, tuple(sorted(self.val.items())), self.val_max_size, self.train_max_images,
+                     self.cache, self.cache_max_gb, self.on_gpu))
 
     @field_validator("val")
     @classmethod
