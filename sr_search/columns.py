@@ -128,7 +128,7 @@ CATALOG: tuple[Column, ...] = (
     Column("ssim_y", _QUAL, _F64, "max", label="SSIM-Y"),
     Column("bicubic_psnr_y", _REF, _F64, unit="dB", label="bicubic PSNR-Y"),
     Column("psnr_gain", _QUAL, _F64, "max", "dB", "PSNR-Y gain over bicubic"),
-    Column("collapsed", _TRAIN, _BOOL),
+    Column("collapsed", _TRAIN, _BOOL),  # a training gone wrong (results/quality_flags.py); 0.1/0.2: below bicubic
     Column("train_iterations", _TRAIN, _INT),
     Column("train_seconds", _TRAIN, _F64, "min", "s", "training time"),
     Column("final_loss", _TRAIN, _F64),
@@ -175,6 +175,9 @@ CATALOG: tuple[Column, ...] = (
     Column("engine_versions", _HOW, _STR, fixed=False),
     Column("engine_max_abs_err", _HOW, _F64, fixed=False),
     Column("engine_failure", _BOOK, _STR, fixed=False),  # export, build or check: the stage that failed
+    # the quality flags (results/quality_flags.py): under bicubic, and the PSNR-Y the network started from
+    Column("below_bicubic", _TRAIN, _BOOL, fixed=False),
+    Column("start_psnr_y", _TRAIN, _F64, unit="dB", label="PSNR-Y before training", fixed=False),
 )
 #: the architecture's fields (every ArchSpec field, each registered family's) follow this column in a row file
 SPEC_AFTER = "error"
@@ -210,6 +213,8 @@ def names(*kinds: Kind, fixed: bool | None = None) -> tuple[str, ...]:
 
 #: the objectives a study may name, with the only direction that makes sense for each
 OBJECTIVES: dict[str, Direction] = {c.name: c.direction for c in CATALOG if c.direction is not None}
+#: what a study optimises unless it says otherwise: quality and speed (the one place this default lives)
+DEFAULT_OBJECTIVES: dict[str, Direction] = {"psnr_y": "max", "throughput": "max"}
 #: columns whose value depends on the training budget (a rung's row carries its own)
 QUALITY: tuple[str, ...] = names(Kind.QUALITY)
 #: per-set quality columns (`psnr_y_<set>`): quality too
@@ -230,6 +235,6 @@ def is_quality(name: str) -> bool:
     return name in QUALITY or name.startswith(QUALITY_PREFIXES)
 
 
-__all__ = ["ARROW_TYPES", "CATALOG", "Column", "DEPLOYED_COST", "FAMILIES", "Family", "Kind", "LABELS", "OBJECTIVES",
+__all__ = ["ARROW_TYPES", "CATALOG", "Column", "DEFAULT_OBJECTIVES", "DEPLOYED_COST", "FAMILIES", "Family", "Kind", "LABELS", "OBJECTIVES",
            "QUALITY", "SPEC_AFTER", "STATUSES", "TIMED", "TrialStatus", "UNITS", "USES_TIMING", "column", "is_quality",
            "kind_of", "names"]

@@ -16,3 +16,10 @@ def write(folder: Path, text: str, name: str = "study.yaml") -> Path:
     path = folder / name
     path.write_text(text)
     return path
+
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """Nested anchors: each level lists the previous one `width` times (9 x 9: 387 million values expanded)."""
+    lines = [f"a0: &a0 [{', '.join(['x'] * width)}]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from sr_search.cli import app
 from sr_search.errors import SrSearchError
 from sr_search.study.config import load_study, validate_files
-from study_files import SPACE, write
+from study_files import SPACE, alias_bomb, write
 
 runner = CliRunner()
 
@@ -26,13 +26,6 @@ def problems_of(path: Path) -> list[str]:
 
 
 # --- case 6: YAML that would eat the machine ---------------------------------------------------------------
-
-
-def alias_bomb(levels: int = 9, width: int = 9) -> str:
-    """Nested anchors: each level lists the previous one `width` times (9 x 9: 387 million values expanded)."""
-    lines = [f"a0: &a0 [{', '.join(['x'] * width)}]"]
-    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, levels + 1)]
-    return "\n".join(lines) + "\n"
 
 
 def test_yaml_alias_bomb_is_refused_before_it_expands(folder):

@@ -8,11 +8,14 @@ A comparison is only honest between like things, so it reads each folder's froze
   measured on other data or at another scale (bicubic PSNR-Y or scale differ), is flagged: the flag is in the
   studies table, printed, and drawn on the figure. `strict=True` refuses it instead.
 
-The hypervolume reference is shared by every study of the comparison and fixed where the metric allows it, so
-adding a study does not move the others' values: PSNR-Y at the bicubic PSNR-Y of the rows (a candidate that does
-not beat bicubic adds nothing), PSNR gain, SSIM, NTIRE score, throughput and Mpix/s at 0. Costs with no natural
-worst value (latency, parameters, MACs, memory) take the worst value among all compared studies pushed 10% of the
-range further (`pareto.default_reference` on the union); pin them with `reference=` to compare across comparisons.
+The hypervolume reference is shared by every study of the comparison and chosen by the one rule the report uses
+too (`pareto.hypervolume_reference`), fixed where the metric allows it, so adding a study does not move the others'
+values: PSNR-Y at the bicubic PSNR-Y of the rows (a candidate that does not beat bicubic adds nothing), PSNR gain,
+SSIM, NTIRE score, throughput and Mpix/s at 0. Costs with no natural worst value (latency, parameters, MACs, memory)
+take the worst value among all compared studies pushed 10% of the range further; pin them with `reference=` to
+compare across comparisons. A study's hypervolume is `pareto.study_hypervolume` of its rows: the number its report
+prints for the same reference (below-bicubic and collapsed trials count for nothing; the fronts table says which
+front points are either, `results.quality_flags`).
 """
 
 from __future__ import annotations
@@ -24,28 +27,35 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from ..columns import USES_TIMING
 from ..errors import SrSearchError
-from ..study.model import DEFAULT_OBJECTIVES
-from .pareto import default_reference, dominance, eligible_mask, hypervolume_2d, pareto_front
+from .pareto import (
+    ZERO_REFERENCE, HypervolumeReference, dominance, hypervolume_reference, pareto_front, study_hypervolume,
+)
+from .quality_flags import FLAGS, flags as quality_flags
 from .store import load_results
 from .study_dir import StudyDir
 from .tables import _cell, ablation_table
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 __all__ = ["ANCHORS", "Comparison", "compare_studies"]
 
 #: fixed hypervolume reference values: the worst value that still means something, the same in every comparison
-ANCHORS = {"psnr_gain": 0.0, "ssim_y": 0.0, "ntire_score": 0.0, "throughput": 0.0, "mpix_per_s": 0.0}
+ANCHORS = {name: 0.0 for name in ZERO_REFERENCE}
 #: columns that depend on the timing protocol and device (from the column catalog)
 TIMED = USES_TIMING
 _HV_ZERO = ("(HV 0: no front point beats the reference in every objective, e.g. none above bicubic; "
             "--reference NAME=VALUE pins another)")
+_FLAGS_NOTE = ("(below_bicubic: trials that end under bicubic PSNR-Y, still under-trained at this budget; collapsed: "
+               "trainings that went wrong, far below their own start or a near-constant output. Neither counts in "
+               "the hypervolume.)")
 _FRONTS_HEAD = ("Fronts (dominated_by: points of another study's front that are at least as good in every objective "
                 "and better in one):")
 _FRONT_COLUMNS = ("study", "trial_id", "baseline", "factor", "level", "block", "channels", "depth")
@@ -101,12 +111,14 @@ class Comparison:
     def text(self) -> str:
         """The comparison for a terminal: objectives, reference, flags, the studies, the fronts, the levels."""
         names = ", ".join(f"{n} ({d})" for n, d in self.objectives.items())
-        ref = ", ".join(f"{n} {_cell(n, v)} ({self.reference_rule[n]})" for n, v in self.reference.items())
+        ref = HypervolumeReference(self.reference, self.reference_rule).text(_cell)
         lines = [f"Comparing {len(self.data)} studies on {names}", f"hypervolume reference: {ref}"]
         lines += [f"FLAG {flag}" for flag in self.flags]
         lines += ["", _frame_text(self.studies.drop(columns=["folder", "flag_detail"]))]
         if ((self.studies["hypervolume"] == 0) & (self.studies["front"] > 0)).any():
             lines.append(_HV_ZERO)
+        if self.studies[list(FLAGS)].to_numpy().any():
+            lines.append(_FLAGS_NOTE)
         lines += ["", _FRONTS_HEAD, _frame_text(self.fronts)]
         lines += [""] + [f"{a}'s front dominates {int(self.dominated.loc[a, b])} of {b}'s "
                          f"{int(self.studies.set_index('study').loc[b, 'front'])} front points"
@@ -115,7 +127,7 @@ class Comparison:
             lines += ["", "Ablation levels side by side (mean over seeds):", _frame_text(self.levels)]
         return "\n".join(lines)
 
-    def figure(self):
+    def figure(self) -> Figure:
         """The fronts on one matplotlib Figure (Agg, no display)."""
         from .compare_figure import plot_fronts
 
@@ -158,7 +170,7 @@ def compare_studies(
         raise SrSearchError("these studies are not comparable (--strict):\n" + "\n".join(f"  {m}" for m in messages))
     ref, rule = shared_reference(data, objectives, reference or {})
     fronts = {s.label: pareto_front(s.rows, objectives) for s in data}
-    volumes = {label: _volume(front, objectives, ref) for label, front in fronts.items()}
+    volumes = {s.label: study_hypervolume(s.rows, objectives, ref) for s in data}
     table, counts = _front_table(fronts, objectives)
     studies = pd.DataFrame([_study_row(s, fronts[s.label], volumes[s.label], flags[s.label]) for s in data])
     return Comparison(objectives=objectives, reference=ref, reference_rule=rule, studies=studies, fronts=table,
@@ -167,44 +179,24 @@ def compare_studies(
 
 
 def open_study(path: str | os.PathLike[str]) -> StudyRows:
-    """A study folder's frozen study, resolved timing protocol and rows."""
+    """A study folder's frozen study (through the one bounded reader, `StudyDir.frozen`), resolved timing protocol
+    and rows."""
     folder = StudyDir(path).require()
-    if not folder.study_file.exists():
+    frozen = folder.frozen()
+    if not frozen.found:
         raise SrSearchError(f"{folder.root} has no study.yaml: not a study folder that sr-search launch started")
-    frozen = yaml.safe_load(folder.study_file.read_text()) or {}
-    resolved = yaml.safe_load(folder.resolved.read_text()) if folder.resolved.exists() else None
-    protocol = (resolved or {}).get("protocol") or frozen.get("timing", "auto")
-    objectives = frozen.get("objectives") if isinstance(frozen.get("objectives"), dict) else DEFAULT_OBJECTIVES
-    return StudyRows(label=str(frozen.get("name", folder.root.name)), root=folder.root,
-                     name=str(frozen.get("name", folder.root.name)), mode=str(frozen.get("mode", "search")),
-                     objectives=dict(objectives), protocol=protocol, rows=load_results(folder))
+    return StudyRows(label=frozen.name, root=folder.root, name=frozen.name, mode=frozen.mode,
+                     objectives=frozen.objectives, protocol=frozen.protocol, rows=load_results(folder))
 
 
 def shared_reference(
     data: list[StudyRows], objectives: Mapping[str, str], given: Mapping[str, float]
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """One reference point for every study, and how each of its values was chosen (module docstring)."""
-    unknown = [k for k in given if k not in objectives]
-    if unknown:
-        raise SrSearchError(f"reference: {', '.join(unknown)} is not an objective; objectives: "
-                            f"{', '.join(objectives)}")
+    """One reference point for every study, and how each of its values was chosen: `pareto.hypervolume_reference`
+    on the rows of every study together."""
     union = pd.concat([s.rows for s in data], ignore_index=True)
-    bicubic = {round(float(v), 6) for s in data for v in s.values("bicubic_psnr_y")}
-    fallback: dict[str, float] | None = None
-    ref, rule = {}, {}
-    for name in objectives:
-        if name in given:
-            ref[name], rule[name] = float(given[name]), "given"
-        elif name == "psnr_y" and len(bicubic) == 1:
-            ref[name], rule[name] = bicubic.pop(), "bicubic PSNR-Y"
-        elif name in ANCHORS:
-            ref[name], rule[name] = ANCHORS[name], "fixed"
-        else:
-            if fallback is None:
-                fallback = (default_reference(union, objectives) if eligible_mask(union, objectives).any()
-                            else {n: math.nan for n in objectives})
-            ref[name], rule[name] = fallback[name], "worst of all studies + 10% of the range"
-    return ref, rule
+    reference = hypervolume_reference(union, objectives, given)
+    return reference.values, reference.rules
 
 
 # --- checks ----------------------------------------------------------------------------------------------------
@@ -264,13 +256,6 @@ def _flags(data: list[StudyRows], objectives: Mapping[str, str]) -> dict[str, li
 # --- tables ----------------------------------------------------------------------------------------------------
 
 
-def _volume(front: pd.DataFrame, objectives: Mapping[str, str], ref: Mapping[str, float]) -> float:
-    if len(objectives) != 2 or not all(math.isfinite(v) for v in ref.values()):
-        return math.nan
-    return hypervolume_2d(front[list(objectives)].to_numpy(dtype=float), [ref[n] for n in objectives],
-                          list(objectives.values()))
-
-
 def _front_table(fronts: dict[str, pd.DataFrame], objectives: Mapping[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every study's front in one table, each point with the points of other fronts that dominate it; and the
     count matrix [a, b] = how many of b's front points a's front dominates."""
@@ -289,20 +274,29 @@ def _front_table(fronts: dict[str, pd.DataFrame], objectives: Mapping[str, str])
                 ids = fronts[a]["trial_id"].to_numpy()[matrix[:, j]]
                 if len(ids):
                     beaten_by[j].append(f"{a} {','.join(map(str, ids))}")
-        parts.append(front.assign(dominated_by=["; ".join(x) for x in beaten_by]))
+        parts.append(front.assign(dominated_by=["; ".join(x) for x in beaten_by], quality_flag=_flag_text(front)))
     present = [c for c in _FRONT_COLUMNS if any(c in p.columns and p[c].notna().any() for p in parts)]
     columns = [*dict.fromkeys(["study", "trial_id", *present]), *objectives]
-    columns += [c for c in ("params_deploy", "timing_protocol", "dominated_by") if c not in columns]
+    columns += [c for c in ("params_deploy", "timing_protocol", "quality_flag", "dominated_by") if c not in columns]
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
     return table.reindex(columns=columns), counts
 
 
 def _study_row(s: StudyRows, front: pd.DataFrame, volume: float, flags: list[tuple[str, str]]) -> dict[str, Any]:
     return {"study": s.label, "folder": str(s.root), "mode": s.mode, "trials": len(s.rows),
-            "complete": len(s.complete), "front": len(front), "hypervolume": volume,
+            "complete": len(s.complete),
+            **{name: int(n) for name, n in quality_flags(s.rows)[list(FLAGS)].sum().items()},
+            "front": len(front), "hypervolume": volume,
             "timing_protocol": s.protocol_text(), "timing_device": ", ".join(s.values("timing_device")) or None,
             "flag": ", ".join(f"{kind} differs" for kind, _ in flags) or None,
             "flag_detail": "; ".join(message.split(": ", 1)[1] for _, message in flags) or None}
+
+
+def _flag_text(front: pd.DataFrame) -> list[str | None]:
+    """Per front point, 'collapsed' (a defect of the training), 'below bicubic' (under-trained), or None."""
+    marked = quality_flags(front)
+    return ["collapsed" if c else "below bicubic" if b else None
+            for b, c in zip(marked["below_bicubic"], marked["collapsed"], strict=True)]
 
 
 def _levels(data: list[StudyRows]) -> pd.DataFrame | None:

@@ -3,31 +3,53 @@
 One colour per study; the front is a step line (the edge of what it dominates), dashed for a flagged study, whose
 legend entry says what differs; the title states the shared hypervolume reference (drawn, it would stretch the
 axes far from the points). A bare `Figure` on the Agg canvas: no display, no pyplot state.
+
+It draws what `compare.Comparison` holds, described here as `Fronts` (the attributes it reads), so the arrow runs
+one way: `compare` -> `compare_figure`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .pareto import eligible_mask, pareto_front
 from .tables import LABELS
 
-if TYPE_CHECKING:
-    from .compare import Comparison
-
-__all__ = ["plot_fronts"]
+__all__ = ["Fronts", "plot_fronts"]
 
 #: an axis whose values span more than this many decades is drawn on a log scale
 LOG_DECADES = 1.5
 _COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 
 
-def plot_fronts(cmp: Comparison) -> Figure:
+class StudyPoints(Protocol):
+    """One compared study: its label and its rows."""
+
+    label: str
+    root: Path
+    rows: pd.DataFrame
+
+
+class Fronts(Protocol):
+    """What the figure draws (`compare.Comparison` has it): the objectives, the shared reference, one row per study
+    in `studies` (its `hypervolume`), the studies' rows, and per flagged study what differs."""
+
+    objectives: dict[str, str]
+    reference: dict[str, float]
+    studies: pd.DataFrame
+    flag_kinds: Mapping[str, Sequence[str]]
+    data: Sequence[StudyPoints]
+
+
+def plot_fronts(cmp: Fronts) -> Figure:
     """Quality (the first objective) up, the second objective across; with one objective, one column per study."""
     names = list(cmp.objectives)
     y_name = names[0]

@@ -25,11 +25,14 @@ import re
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from ..columns import DEFAULT_OBJECTIVES
 from ..errors import SrSearchError, StudyWriteError
+from ..study.yamlfile import load_bounded
 
 #: the Tune experiment's name inside a study folder
 TUNE_NAME = "ray"
@@ -168,6 +171,10 @@ class StudyDir:
             raise SrSearchError(f"no study directory at {self.root}")
         return self
 
+    def frozen(self) -> FrozenStudy:
+        """What this folder says about its study, read once through the bounded YAML loader (`FrozenStudy`)."""
+        return FrozenStudy.read(self)
+
 
     @contextlib.contextmanager
     def owned(self) -> Iterator[None]:
@@ -194,6 +201,56 @@ class StudyDir:
             yield
         finally:
             handle.close()  # releases the lock
+
+
+@dataclass(frozen=True)
+class FrozenStudy:
+    """A study folder's own account of its study: `study.yaml` (frozen when it started) and `resolved.yaml` (what
+    it resolved to), the one reader every command uses. Both go through the bounded YAML loader, so a copied
+    folder whose file is an alias bomb, or not a mapping, is refused naming the file (and line), by every command
+    alike. A folder without `study.yaml` (rows copied alone) reads as the defaults, with `found` False."""
+
+    name: str
+    mode: str
+    objectives: dict[str, str]
+    #: an ablation's factors as its file lists them (None: a search, or none listed)
+    factors: dict[str, Any] | None
+    #: the timing protocol: as resolved (a mapping) when the folder has resolved.yaml, else as the study names it
+    protocol: Any
+    #: the block modules the search space loaded (`block_modules`, as resolved when the study started)
+    block_modules: tuple[str, ...]
+    found: bool
+    #: the files as read (the study's every key; the resolved space and protocol), for what the fields above omit
+    study: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    resolved: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def read(cls, folder: StudyDir) -> FrozenStudy:
+        study = _mapping(folder.study_file)
+        resolved = _mapping(folder.resolved)
+        objectives = study.get("objectives")
+        factors = study.get("factors")
+        space = resolved.get("space") if isinstance(resolved.get("space"), Mapping) else {}
+        return cls(
+            name=str(study.get("name") or folder.root.name), mode=str(study.get("mode") or "search"),
+            objectives=dict(objectives) if isinstance(objectives, Mapping) and objectives else dict(DEFAULT_OBJECTIVES),
+            factors=dict(factors) if isinstance(factors, Mapping) and factors else None,
+            protocol=resolved.get("protocol") or study.get("timing", "auto"),
+            block_modules=tuple(str(ref) for ref in space.get("block_modules") or ()),
+            found=folder.study_file.exists(), study=study, resolved=resolved)
+
+
+def _mapping(path: Path) -> dict[str, Any]:
+    """A frozen YAML file of a study folder as a mapping ({} when it is absent), through the bounded loader."""
+    if not path.exists():
+        return {}
+    data = load_bounded(path.read_text(encoding="utf-8"), path)
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise SrSearchError(f"{path}: a study folder's {path.name} must be a mapping of key: value, got "
+                            f"{type(data).__name__}")
+    return dict(data)
 
 
 def _read_holder(text: str) -> str:

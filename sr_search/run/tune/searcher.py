@@ -8,15 +8,17 @@ optuna-dashboard shows what every trial was, and a trial that lost its row can r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import optuna
 from ray.tune.search import Searcher
 
+from ...columns import TrialStatus
 from ...model.spec import ArchSpec
 from ...results.store import row_from_json
 from ...study.model import Study
@@ -25,6 +27,18 @@ from ..trial import TrialTask
 
 PRUNED, FAIL = optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL
 CONFIG_ATTR = "config"
+
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's INFO lines (a study created, each trial told) left out while the runner talks to Optuna, and its log
+    level as it was afterwards: a program that imports sr-search keeps its own Optuna logging."""
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
 
 
 def make_sampler(study: Study, asked_before: int = 0) -> optuna.samplers.BaseSampler:
@@ -44,18 +58,19 @@ def make_sampler(study: Study, asked_before: int = 0) -> optuna.samplers.BaseSam
 
 
 class TrialBook:
-    """A study folder's Optuna study (SQLite, so optuna-dashboard can open it), written by the driver only."""
+    """A study folder's Optuna study (SQLite, so optuna-dashboard can open it), written by the driver only, through
+    Optuna's public ask-and-tell interface: `ask` hands out a trial, `tell` reports it by its handle (a trial this
+    session asked) or by its number (one an earlier session asked and never told: a killed driver)."""
 
     def __init__(self, study: Study, storage_url: str, sampler: optuna.samplers.BaseSampler | None = None) -> None:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.objectives = dict(study.objectives)
-        # our own storage handle: its public API maps a trial number to the trial, for trials asked by a session
-        # that is gone (a killed driver)
-        self.storage = optuna.storages.RDBStorage(storage_url)
-        self.study = optuna.create_study(
-            study_name=study.name, storage=self.storage, sampler=sampler or make_sampler(study), load_if_exists=True,
-            directions=["maximize" if d == "max" else "minimize" for d in study.objectives.values()],
-        )
+        self.live: dict[int, optuna.trial.Trial] = {}  # the trials this session asked, by number, until told
+        with quiet_optuna():
+            self.study = optuna.create_study(
+                study_name=study.name, storage=storage_url, sampler=sampler or make_sampler(study),
+                load_if_exists=True,
+                directions=["maximize" if d == "max" else "minimize" for d in study.objectives.values()],
+            )
         asked_before = len(self.study.get_trials(deepcopy=False))
         if sampler is None and asked_before:
             self.study.sampler = make_sampler(study, asked_before)
@@ -72,11 +87,10 @@ class TrialBook:
         return out
 
     def ask(self) -> optuna.trial.Trial:
-        return self.study.ask()
-
-    def trial(self, number: int) -> optuna.trial.Trial:
-        study_id = self.storage.get_study_id_from_name(self.study.study_name)
-        return optuna.trial.Trial(self.study, self.storage.get_trial_id_from_study_id_trial_number(study_id, number))
+        with quiet_optuna():
+            trial = self.study.ask()
+        self.live[trial.number] = trial
+        return trial
 
     def annotate(self, trial: optuna.trial.Trial, task: TrialTask) -> dict[str, Any]:
         """Keep the trial's config and architecture on the Optuna trial; returns the config."""
@@ -97,20 +111,26 @@ class TrialBook:
     def tell(self, number: int, row: Mapping[str, Any]) -> bool:
         """Tell Optuna what a trial's row says: its constraint values, then COMPLETE with the objectives, PRUNED
         (infeasible or stopped early: samplers learn from it, fronts never show it) or FAIL. False when Optuna
-        already knew."""
+        already knew. A trial an earlier session asked is told by its number; Optuna's public interface gives no
+        handle to attach its constraint values then (its row keeps them)."""
         if self.is_finished(number):
+            self.live.pop(number, None)
             return False
-        trial = self.trial(number)
-        known = trial.constraints
-        for key, value in row.items():
-            name = key.removeprefix("constraint_")
-            if key.startswith("constraint_") and key != "constraint_violation" and _finite(value) and name not in known:
-                trial.set_constraint(name, float(value))
+        trial: optuna.trial.Trial | int = self.live.pop(number, number)
+        if not isinstance(trial, int):
+            known = trial.constraints
+            for key, value in row.items():
+                name = key.removeprefix("constraint_")
+                if key.startswith("constraint_") and key != "constraint_violation" and _finite(value) \
+                        and name not in known:
+                    trial.set_constraint(name, float(value))
         values = [row.get(m) for m in self.objectives]
-        if row.get("status") == "complete" and all(_finite(v) for v in values):
-            self.study.tell(trial, [float(v) for v in values])
-        else:
-            self.study.tell(trial, state=PRUNED if row.get("status") in ("infeasible", "pruned") else FAIL)
+        with quiet_optuna():
+            if row.get("status") == TrialStatus.COMPLETE and all(_finite(v) for v in values):
+                self.study.tell(trial, [float(v) for v in values])
+            else:
+                pruned = row.get("status") in (TrialStatus.INFEASIBLE, TrialStatus.PRUNED)
+                self.study.tell(trial, state=PRUNED if pruned else FAIL)
         return True
 
 
