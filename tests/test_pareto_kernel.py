@@ -162,3 +162,16 @@ def test_promotions_equal_the_matrix_kernels(seed: int) -> None:
     assert promotion_order(table, ["max", "min"]) == expected
     first = int((ranks == 0).sum())
     assert promotable(table, ["max", "min"], 3, complete=True) == expected[: max(1, len(ids) // 3, first)]
+
+
+@pytest.mark.parametrize(("k", "levels"), [(2, 6), (2, 1000), (3, 5)])
+def test_the_incremental_front_equals_the_front_of_every_prefix(k: int, levels: int) -> None:
+    from sr_search.results.kernel import IncrementalFront
+
+    rng = np.random.default_rng(k * levels)
+    points = rng.integers(0, levels, size=(400, k)).astype(float)
+    front = IncrementalFront(k)
+    for i, p in enumerate(points):
+        front.add(p)
+        expected = points[: i + 1][matrix_ranks(points[: i + 1]) == 0]
+        assert sorted(map(tuple, front.points)) == sorted(map(tuple, expected))

@@ -9,12 +9,20 @@ Directions are per objective, ``'max'`` or ``'min'``; internally everything is m
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from ..errors import SrSearchError
+from .kernel import (  # noqa: F401 - the kernel's public names stay importable from here
+    IncrementalFront,
+    _staircase_history,
+    crowding_distance,
+    front_mask,
+    nondominated_ranks,
+)
 
 DIRECTIONS = ("max", "min")
 
@@ -133,6 +141,97 @@ def default_reference(df: pd.DataFrame, objectives: Mapping[str, str]) -> dict[s
     return reference
 
 
+# --- the one hypervolume rule (report, compare and the search benchmarks) ------------------------------------------
+
+#: objectives whose hypervolume reference is 0 in every study: the worst value that still means something
+ZERO_REFERENCE = ("psnr_gain", "ssim_y", "ntire_score", "throughput", "mpix_per_s")
+#: the words each way of choosing a reference value is printed with
+RULE_GIVEN, RULE_BICUBIC, RULE_ZERO, RULE_WORST = ("given (--reference)", "bicubic PSNR-Y", "fixed at 0",
+                                                   "worst + 10% of the range")
+
+
+@dataclass(frozen=True)
+class HypervolumeReference:
+    """A hypervolume reference point and, per objective, how its value was chosen (`hypervolume_reference`)."""
+
+    values: dict[str, float]
+    rules: dict[str, str]
+
+    def text(self, cell: Callable[[str, float], str] | None = None) -> str:
+        """'psnr_y 27.160 (bicubic PSNR-Y), throughput 0 (fixed at 0)', each value written by `cell(name, value)`
+        (the report and `compare` pass the tables' own formatter, so both print the same line)."""
+        cell = cell or (lambda _name, value: _ref_number(value))
+        return ", ".join(f"{name} {cell(name, value)} ({self.rules[name]})" for name, value in self.values.items())
+
+
+def hypervolume_reference(
+    df: pd.DataFrame, objectives: Mapping[str, str], given: Mapping[str, float] | None = None
+) -> HypervolumeReference:
+    """The reference point of a hypervolume, by one rule for every command that prints one:
+
+    - a value `given` for an objective (`--reference NAME=VALUE`) is used as is;
+    - PSNR-Y: the bicubic PSNR-Y of the rows (`bicubic_psnr_y`, one value when every row was measured on the same
+      images at the same scale): a candidate that does not beat bicubic adds nothing;
+    - PSNR gain, SSIM-Y, NTIRE score, throughput and Mpixel/s: 0 (`ZERO_REFERENCE`);
+    - anything else (latency, parameters, MACs, memory: costs with no natural worst value), and PSNR-Y when the rows
+      hold several bicubic values: the worst value among the complete rows pushed 10% of their range further
+      (`default_reference`). It depends on the rows, so pin it with `given` to compare across sets of studies.
+
+    `df` is one study's rows (the report) or every compared study's rows together (`compare`); the fixed values do
+    not depend on it, so adding a study does not move them.
+    """
+    given = dict(given or {})
+    unknown = [name for name in given if name not in objectives]
+    if unknown:
+        raise SrSearchError(f"reference: {', '.join(unknown)} is not an objective; objectives: "
+                            f"{', '.join(objectives)}")
+    bicubic: set[float] = set()
+    if "bicubic_psnr_y" in df.columns:
+        values = pd.to_numeric(df["bicubic_psnr_y"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        bicubic = {round(float(v), 6) for v in values[np.isfinite(values)]}
+    worst: dict[str, float] | None = None
+    values_out, rules = {}, {}
+    for name in objectives:
+        if name in given:
+            values_out[name], rules[name] = float(given[name]), RULE_GIVEN
+        elif name == "psnr_y" and len(bicubic) == 1:
+            values_out[name], rules[name] = next(iter(bicubic)), RULE_BICUBIC
+        elif name in ZERO_REFERENCE:
+            values_out[name], rules[name] = 0.0, RULE_ZERO
+        else:
+            if worst is None:
+                worst = (default_reference(df, objectives) if eligible_mask(df, objectives).any()
+                         else {n: np.nan for n in objectives})
+            values_out[name], rules[name] = float(worst[name]), RULE_WORST
+    return HypervolumeReference(values_out, rules)
+
+
+def counted_mask(df: pd.DataFrame, objectives: Mapping[str, str]) -> pd.Series:
+    """Rows a hypervolume counts: eligible (complete, finite objectives; so never a pruned trial), not below bicubic
+    and not collapsed (`results.quality_flags`)."""
+    from .quality_flags import flags
+
+    marked = flags(df)
+    return eligible_mask(df, objectives) & ~marked["below_bicubic"] & ~marked["collapsed"]
+
+
+def study_hypervolume(
+    df: pd.DataFrame, objectives: Mapping[str, str], reference: HypervolumeReference | Mapping[str, float]
+) -> float:
+    """Hypervolume of the counted rows of one study (`counted_mask`) against `reference`; NaN when the reference
+    has no finite value for an objective. The number the report and `compare` print for a study."""
+    values = reference.values if isinstance(reference, HypervolumeReference) else dict(reference)
+    ref = _reference_vector(values, objectives)
+    if len(objectives) != 2 or not np.isfinite(ref).all():
+        return float("nan")
+    rows = df[counted_mask(df, objectives).to_numpy()]
+    return hypervolume_2d(_objective_values(rows, objectives), ref, list(objectives.values()))
+
+
+def _ref_number(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+
+
 def hypervolume_history(
     df: pd.DataFrame,
     objectives: Mapping[str, str],
@@ -143,7 +242,9 @@ def hypervolume_history(
 
     One row per trial (failed and infeasible ones too: they add nothing, which is the point of the
     plot), with columns `order_by`, ``trial`` (1-based position) and ``hypervolume``. String ids are
-    ordered naturally ('t9' before 't10'). `reference` defaults to `default_reference`.
+    ordered naturally ('t9' before 't10'). Only the rows a hypervolume counts add to it (`counted_mask`: no pruned,
+    below-bicubic or collapsed trial), so the last value is `study_hypervolume`'s. `reference` defaults to
+    `hypervolume_reference`'s.
     """
     if len(objectives) != 2:
         raise SrSearchError(
@@ -154,9 +255,10 @@ def hypervolume_history(
             f"hypervolume history: order_by column {order_by!r} is not in the results; "
             f"columns: {', '.join(map(str, df.columns))}"
         )
-    mask = eligible_mask(df, objectives).to_numpy()
+    mask = counted_mask(df, objectives).to_numpy()
     if reference is None:
-        reference = default_reference(df, objectives) if mask.any() else {n: 0.0 for n in objectives}
+        reference = (hypervolume_reference(df, objectives).values if eligible_mask(df, objectives).any()
+                     else {n: 0.0 for n in objectives})
     ref = _reference_vector(reference, objectives)
     directions = list(objectives.values())
     values = _objective_values(df, objectives)
@@ -171,57 +273,6 @@ def hypervolume_history(
             "hypervolume": history,
         }
     )
-
-
-def _staircase_history(points: np.ndarray, mask: np.ndarray, order: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Hypervolume after each row of `order` (minimisation points, rows outside `mask` add nothing), keeping the
-    non-dominated staircase of the rows so far (x ascending, y descending) instead of re-sorting every prefix: a row
-    that an earlier one weakly dominates changes nothing; otherwise it goes in, the rows it dominates go out, and the
-    area is summed again over the staircase's part inside the reference box only when that part changed. The sum is
-    `hypervolume_2d`'s own (same slabs, same order), so every value equals the prefix's recomputed hypervolume."""
-    import bisect
-
-    xs: list[float] = []  # the staircase: x strictly ascending, y strictly descending
-    ys: list[float] = []
-    history = np.zeros(len(order))
-    volume = 0.0
-    for step, position in enumerate(order.tolist()):
-        if mask[position]:
-            x, y = float(points[position, 0]), float(points[position, 1])
-            at = bisect.bisect_right(xs, x)  # rows before `at` have x <= p.x; the last of them has their lowest y
-            if not (at and ys[at - 1] <= y):
-                end = at
-                while end < len(xs) and ys[end] >= y:  # rows with x >= p.x and y >= p.y: dominated by p
-                    end += 1
-                if at and xs[at - 1] == x:  # same x, higher y (else p were dominated): dominated by p
-                    at -= 1
-                xs[at:end], ys[at:end] = [x], [y]
-                if x < ref[0] and y < ref[1]:
-                    volume = _staircase_volume(xs, ys, ref)
-        history[step] = volume
-    return history
-
-
-def _staircase_volume(xs: list[float], ys: list[float], ref: np.ndarray) -> float:
-    low = _first_below(ys, ref[1])  # first row with y < ref y
-    high = int(np.searchsorted(xs, ref[0], side="left"))  # rows with x < ref x
-    if high <= low:
-        return 0.0
-    stairs = np.column_stack([xs[low:high], ys[low:high]])
-    right = np.append(stairs[1:, 0], ref[0])
-    return float(np.sum((right - stairs[:, 0]) * (ref[1] - stairs[:, 1])))
-
-
-def _first_below(values: list[float], bound: float) -> int:
-    """First index of a strictly descending list whose value is below `bound`."""
-    low, high = 0, len(values)
-    while low < high:
-        mid = (low + high) // 2
-        if values[mid] < bound:
-            high = mid
-        else:
-            low = mid + 1
-    return low
 
 
 def knee_point(front: pd.DataFrame, objectives: Mapping[str, str]) -> pd.Series:
@@ -309,134 +360,6 @@ def _reference_vector(reference: Mapping[str, float] | Sequence[float], objectiv
             )
         return [float(reference[name]) for name in objectives]
     return [float(v) for v in reference]
-
-
-def nondominated_ranks(points: np.ndarray) -> np.ndarray:
-    """Front rank of each row of an (n, k) minimisation array: 0 = the front, 1 = the front once it is removed, ...
-
-    The same ranks as Deb et al.'s domination counting (NSGA-II) without its n x n matrix. Rows are visited in
-    lexicographic order, so every row that dominates another comes before it; a row's rank is the number of fronts
-    built so far that hold a row dominating it (monotone in the front index: if a row of front r + 1 dominates it, a
-    row of front r does too), found by binary search. Two objectives: each front is summarised by its lowest second
-    value, so one step is O(log n) and the whole sort O(n log n). k > 2: each probe tests the front's rows (numpy),
-    O(n log n) probes and at most O(n^2 k) comparisons, O(n k) memory (Zhang et al., ENS-BS, 2015). One objective:
-    the dense rank. Equal rows get equal ranks (neither dominates the other); a row with a NaN is compared false with
-    everything, so it dominates nothing, nothing dominates it, and its rank is 0.
-    """
-    points = np.asarray(points, dtype=float)
-    n = len(points)
-    ranks = np.zeros(n, dtype=int)
-    if n == 0:
-        return ranks
-    if points.ndim != 2:
-        raise SrSearchError(f"nondominated_ranks: need an (n, k) array; got shape {points.shape}")
-    usable = ~np.isnan(points).any(axis=1)
-    if not usable.all():
-        ranks[usable] = nondominated_ranks(points[usable])
-        return ranks
-    k = points.shape[1]
-    if k == 0:
-        return ranks
-    if k == 1:
-        return np.unique(points[:, 0], return_inverse=True)[1].reshape(-1).astype(int)
-    order = np.lexsort(points.T[::-1])  # first column, then second, ...
-    if k == 2:
-        return _ranks_2d(points, order)
-    return _ranks_kd(points, order)
-
-
-def _ranks_2d(points: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """Sort-and-sweep: rows by (x, y); front r is summarised by (lowest y, its x). An earlier row q dominates p iff
-    q.y < p.y, or q.y == p.y with q.x < p.x (equal rows do not dominate), i.e. iff (q.y, q.x) < (p.y, p.x); the
-    front's row of lowest y decides, and within one front all rows of that y share one x."""
-    import bisect
-
-    ranks = np.empty(len(points), dtype=int)
-    fronts: list[tuple[float, float]] = []  # per front: (lowest y, x of that row)
-    xs, ys = points[order, 0].tolist(), points[order, 1].tolist()
-    for position, x, y in zip(order.tolist(), xs, ys, strict=True):
-        key = (y, x)
-        rank = bisect.bisect_left(fronts, key)
-        if rank == len(fronts):
-            fronts.append(key)
-        else:
-            fronts[rank] = key  # no row of this front dominates p: its lowest y is >= p.y
-        ranks[position] = rank
-    return ranks
-
-
-def _ranks_kd(points: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """ENS-BS for k > 2: binary search over the fronts, each probe one vectorised domination test of the front."""
-    n, k = points.shape
-    ranks = np.empty(n, dtype=int)
-    members: list[np.ndarray] = []  # per front: a buffer of its rows, grown by doubling
-    sizes: list[int] = []
-
-    def dominated_by(front: int, p: np.ndarray) -> bool:
-        rows = members[front][: sizes[front]]
-        return bool(((rows <= p).all(axis=1) & (rows < p).any(axis=1)).any())
-
-    for position in order.tolist():
-        p = points[position]
-        low, high = 0, len(members)
-        while low < high:  # the first front that holds no row dominating p
-            mid = (low + high) // 2
-            if dominated_by(mid, p):
-                low = mid + 1
-            else:
-                high = mid
-        if low == len(members):
-            members.append(np.empty((4, k)))
-            sizes.append(0)
-        if sizes[low] == len(members[low]):
-            members[low] = np.concatenate([members[low], np.empty_like(members[low])])
-        members[low][sizes[low]] = p
-        sizes[low] += 1
-        ranks[position] = low
-    return ranks
-
-
-def front_mask(points: np.ndarray) -> np.ndarray:
-    """Rows of an (n, k) minimisation array on the first front (rank 0 of `nondominated_ranks`), duplicates of a
-    front row included. Two objectives: one vectorised sweep (sort, running minimum)."""
-    points = np.asarray(points, dtype=float)
-    if points.ndim != 2 or points.shape[1] != 2 or np.isnan(points).any():
-        return nondominated_ranks(points) == 0
-    n = len(points)
-    if n == 0:
-        return np.zeros(0, dtype=bool)
-    order = np.lexsort((points[:, 1], points[:, 0]))
-    x, y = points[order, 0], points[order, 1]
-    # a row is on the front iff its y is below every earlier row's y, unless an earlier row is equal to it
-    first = np.ones(n, dtype=bool)
-    first[1:] = (x[1:] != x[:-1]) | (y[1:] != y[:-1])
-    earlier = np.minimum.accumulate(np.concatenate(([np.inf], y[:-1])))
-    on = y < earlier
-    on[0] = True
-    group = np.cumsum(first) - 1  # the equal rows' first occurrence decides for all of them
-    on = on[np.flatnonzero(first)][group]
-    out = np.empty(n, dtype=bool)
-    out[order] = on
-    return out
-
-
-def crowding_distance(points: np.ndarray, ranks: np.ndarray) -> np.ndarray:
-    """NSGA-II crowding distance of each row within its front (each objective's extremes: infinity), for a
-    minimisation array and its `nondominated_ranks`. Larger: less crowded."""
-    out = np.zeros(len(points))
-    by_rank = np.argsort(ranks, kind="stable")
-    bounds = np.flatnonzero(np.diff(np.asarray(ranks)[by_rank])) + 1
-    for members in np.split(by_rank, bounds):  # one front at a time, its rows in index order
-        if len(members) <= 2:
-            out[members] = np.inf
-            continue
-        for m in range(points.shape[1]):
-            order = members[np.argsort(points[members, m], kind="stable")]
-            span = points[order[-1], m] - points[order[0], m]
-            out[order[0]] = out[order[-1]] = np.inf
-            if span > 0:
-                out[order[1:-1]] += (points[order[2:], m] - points[order[:-2], m]) / span
-    return out
 
 
 def _natural_key(value: object) -> tuple:
