@@ -31,10 +31,12 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not ray and not multinode"
 
-# style (ruff) and the layers of the house (import-linter: one-way layers, Ray/Optuna in one adapter)
+# style (ruff), the layers of the house (import-linter: one-way layers, Ray/Optuna in one adapter) and no private
+# part of a dependency imported (its one listed exception: Ray's single-machine switch)
 lint: install
 	$(VENV)/bin/ruff check sr_search tests bench tools
 	$(VENV)/bin/lint-imports
+	$(PY) tools/check_private_imports.py
 
 # On the machine's first GPU: CUDA tests, deploy on CUDA (fp32/fp16), a tiny GPU study, timing vs a hand-written
 # CUDA-event loop. Prints "no GPU" and exits 0 where there is none.

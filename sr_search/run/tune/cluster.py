@@ -60,15 +60,26 @@ SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 @contextlib.contextmanager
 def loopback_only() -> Iterator[None]:
-    """While a local instance starts: Ray's single-machine mode, so every server it starts binds 127.0.0.1. Asking for
-    a loopback node address is not enough (Ray turns it into the machine's address on Linux). The processes it starts
-    inherit the switch; this process gets it back as it was afterwards, in case it joins a cluster later."""
-    from ray._private import ray_constants  # read at import; set again for this already-running driver
+    """While a local instance starts: Ray's single-machine mode, so every server it starts binds 127.0.0.1.
 
-    old_env, old_flag = os.environ.get(SINGLE_MACHINE), getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    Ray 2.60 has no public setting for this on Linux: a loopback node address (`ray start --node-ip-address
+    127.0.0.1`, `_node_ip_address`) is turned into the machine's address on purpose. Its single-machine switch is the
+    environment variable `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, which the processes Ray starts read; the running
+    driver read it when it imported Ray, so its copy (`ray._private.ray_constants.ENABLE_RAY_CLUSTER`) is set too.
+    This function is the one place sr-search borrows a private part of Ray (tools/check_private_imports.py lists it;
+    tests/test_cluster_switch.py fails when a Ray upgrade changes it, and this refuses to start rather than expose
+    the instance). The variable and the flag are as they were afterwards, in case this process joins a cluster."""
+    from ray._private import ray_constants  # the one borrowing (see above)
+
+    if getattr(ray_constants, "ENABLE_RAY_CLUSTERS_ENV_VAR", None) != SINGLE_MACHINE or \
+            not isinstance(getattr(ray_constants, "ENABLE_RAY_CLUSTER", None), bool):
+        raise SrSearchError(f"Ray {ray.__version__} no longer has the single-machine switch sr-search uses to keep a "
+                            f"local instance on 127.0.0.1 ({SINGLE_MACHINE}); refusing to start one that may listen "
+                            f"on every interface. Install the Ray version pyproject.toml pins, or join a cluster "
+                            f"with --address")
+    old_env, old_flag = os.environ.get(SINGLE_MACHINE), ray_constants.ENABLE_RAY_CLUSTER
     os.environ[SINGLE_MACHINE] = "0"
-    if old_flag is not None:
-        ray_constants.ENABLE_RAY_CLUSTER = False
+    ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         yield
     finally:
@@ -76,8 +87,7 @@ def loopback_only() -> Iterator[None]:
             os.environ.pop(SINGLE_MACHINE, None)
         else:
             os.environ[SINGLE_MACHINE] = old_env
-        if old_flag is not None:
-            ray_constants.ENABLE_RAY_CLUSTER = old_flag
+        ray_constants.ENABLE_RAY_CLUSTER = old_flag
 
 
 def init_ray(address: str | None, dashboard_host: str, echo: Echo) -> str | None:
