@@ -10,7 +10,7 @@ STUDY ?= studies/repsr_ablation.yaml
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sr-search-installed
 
-.PHONY: install run test test-fast lint bench gpu-check clean
+.PHONY: install run test test-fast lint bench gpu-check gpu-rehearsal gpu-session clean
 
 install: $(STAMP)
 
@@ -42,6 +42,17 @@ lint: install
 # CUDA-event loop. Prints "no GPU" and exits 0 where there is none.
 gpu-check: install
 	$(PY) tools/gpu_check.py
+
+# The same checks on the CPU (CUDA tests skip, the timing ratio is reported, not judged): CI runs it, so the tool
+# cannot rot between GPU sessions.
+gpu-rehearsal: install
+	$(PY) tools/gpu_check.py --device cpu
+
+# For a lent GPU: gpu-check, the main job's first trials on CUDA with AMP, bench/real_data.py on CUDA; one summary
+# file, at most 8 minutes. No install step (a lent machine may have no network): the venv's python if there is one,
+# else python3 (PY=... picks another).
+gpu-session:
+	PY=$(if $(wildcard $(PY)),$(PY),python3) bash tools/gpu_session.sh
 
 bench: install
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -6,9 +6,12 @@
     4. the project's timing of a fixed model against a hand-written CUDA-event loop, in the same run (target: the
        ratio within 5%), and the peak memory each reports
 
-Without a GPU it prints "no GPU" and exits 0 (CI runs that path). `--device cpu` runs the same checks on the CPU
-(the timing reference is then a perf_counter loop): a rehearsal of this script where no GPU is at hand.
-Exit code 1 when a check fails.
+Without a GPU it prints "no GPU" and exits 0. `--device cpu` runs the same checks on the CPU: a rehearsal of this
+script where no GPU is at hand, and part of CI (`.ci/run`), so the tool cannot rot unseen between GPU sessions. In the
+rehearsal the CUDA tests skip (reported "skip", as expected without a GPU), the timing reference is a perf_counter
+loop whose ratio is reported but not judged (a shared CPU varies by more than 5%), and the study trains fewer
+iterations. On a GPU a skipped CUDA test is a FAIL and the timing ratio must lie within 5%.
+Exit code 1 when a check fails; `--table FILE` also writes the table to FILE.
 """
 
 from __future__ import annotations
@@ -30,15 +33,23 @@ ROOT = Path(__file__).resolve().parents[1]
 Row = tuple[str, str, str]  # check, result, detail
 
 
-def run_cuda_tests() -> Row:
+def run_cuda_tests(device: str) -> Row:
+    """`pytest -m cuda`. On a GPU every CUDA-marked test must run and pass (a skip is a FAIL); on the CPU rehearsal
+    they skip (no GPU), which is what is expected there."""
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider"],
                           cwd=ROOT, capture_output=True, text=True)
     last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
-    ok = proc.returncode == 0 and "skipped" not in last.split(" in ")[0]
+    counts = last.split(" in ")[0]
+    detail = f"{last} ({time.perf_counter() - start:.0f} s)"
+    cuda = device.startswith("cuda")
+    if not cuda and proc.returncode == 0 and "skipped" in counts and not any(
+            word in counts for word in ("passed", "failed", "error")):
+        return "pytest -m cuda", "skip", f"skipped: no GPU ({detail})"
+    ok = proc.returncode == 0 and "passed" in counts and "skipped" not in counts
     if not ok:
         print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n")
-    return "pytest -m cuda", "pass" if ok else "FAIL", f"{last} ({time.perf_counter() - start:.0f} s)"
+    return "pytest -m cuda", "pass" if ok else "FAIL", detail
 
 
 def deploy_every_family(device: str) -> list[Row]:
@@ -75,7 +86,7 @@ mode: ablation
 base: {{block: rep, scale: 4, colors: 1, channels: 16, depth: 2}}
 factors: {{branches: [2, 1]}}
 timing: {timing}
-train: {{iterations: 200, batch_size: 16, lr_patch: 32, lr: 0.002}}
+train: {{iterations: {iterations}, batch_size: 16, lr_patch: 32, lr: 0.002}}
 data: {{val_max_size: 128}}
 resources: {{gpus_per_trial: {gpus}, concurrency: 1}}
 """
@@ -83,14 +94,15 @@ SPACE = "params: {block: rep, scale: 4, colors: 1, channels: 16, depth: 2, branc
 
 
 def tiny_study(device: str) -> Row:
-    from sr_search import load_results, load_study
-    from sr_search.run.tune.runner import launch
+    from sr_search import launch, load_results, load_study  # the public API: a module move cannot break it
 
     cuda = device.startswith("cuda")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "space.yaml").write_text(SPACE)
-        (tmp / "study.yaml").write_text(STUDY.format(timing="repsr" if cuda else "cpu", gpus=1 if cuda else 0))
+        # the CPU rehearsal walks the same path with fewer iterations (it runs in every CI)
+        (tmp / "study.yaml").write_text(STUDY.format(timing="repsr" if cuda else "cpu", gpus=1 if cuda else 0,
+                                                     iterations=200 if cuda else 40))
         start = time.perf_counter()
         out = launch(load_study(tmp / "study.yaml"), out_dir=tmp / "run", echo=lambda _: None)
         seconds = time.perf_counter() - start
@@ -156,11 +168,15 @@ def timing_against_reference(device: str) -> list[Row]:
         torch.set_num_threads(threads)
     hand = (hand_before + hand_after) / 2
     ratio = ours.latency_ms / hand
-    rows = [(f"timing vs hand loop ({protocol.name}, {spec.block} M4C16 x4)", "pass" if abs(ratio - 1) <= 0.05
-             else "FAIL", f"measure {ours.latency_ms:.4f} ms, hand loop {hand_before:.4f} / {hand_after:.4f} ms "
-                          f"(before / after): ratio {ratio:.3f} (target within 5%)")]
-    rows.append(("peak memory", "info", f"measure {ours.peak_mem_mb:.1f} MB; hand loop max_memory_allocated "
-                                        f"{hand_peak:.1f} MB; on {ours.device_name}"))
+    cuda = device.startswith("cuda")
+    # judged on a GPU only: on a shared CPU the same loop varies by more than 5% from one run to the next
+    verdict = ("pass" if abs(ratio - 1) <= 0.05 else "FAIL") if cuda else "info"
+    target = "target within 5%" if cuda else "CPU: reported, not judged"
+    rows = [(f"timing vs hand loop ({protocol.name}, {spec.block} M4C16 x4)", verdict,
+             f"measure {ours.latency_ms:.4f} ms, hand loop {hand_before:.4f} / {hand_after:.4f} ms "
+             f"(before / after): ratio {ratio:.3f} ({target})")]
+    hand_mem = f"hand loop max_memory_allocated {hand_peak:.1f} MB" if cuda else "hand loop: no CPU counterpart"
+    rows.append(("peak memory", "info", f"measure {ours.peak_mem_mb:.1f} MB; {hand_mem}; on {ours.device_name}"))
     return rows
 
 
@@ -168,9 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda:0", help="cuda:0 (default) or cpu for a rehearsal")
     parser.add_argument("--skip-tests", action="store_true", help="leave out `pytest -m cuda`")
+    parser.add_argument("--table", type=Path, help="also write the result table to this file")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print(f"no GPU: torch {torch.__version__} sees no CUDA device; nothing to check (exit 0)")
+        message = f"no GPU: torch {torch.__version__} sees no CUDA device; nothing to check (exit 0)"
+        print(message)
+        if args.table is not None:
+            args.table.parent.mkdir(parents=True, exist_ok=True)
+            args.table.write_text(message + "\n")
         return 0
     where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU (rehearsal)"
     print(f"sr-search GPU check on {where}; torch {torch.__version__}, CUDA {torch.version.cuda}")
@@ -180,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         ("study end to end", lambda: tiny_study(args.device)),
     ]
     if not args.skip_tests:
-        checks.insert(0, ("pytest -m cuda", run_cuda_tests))
+        checks.insert(0, ("pytest -m cuda", lambda: run_cuda_tests(args.device)))
     rows: list[Row] = []
     start = time.perf_counter()
     for name, check in checks:
@@ -190,10 +211,13 @@ def main(argv: list[str] | None = None) -> int:
             got = (name, "FAIL", f"{type(exc).__name__}: {exc}")
         rows += got if isinstance(got, list) else [got]
     width = max(len(r[0]) for r in rows)
-    print(f"{'check':{width}}  result  detail")
-    for name, result, detail in rows:
-        print(f"{name:{width}}  {result:6}  {textwrap.shorten(detail, 160)}")
-    print(f"total {time.perf_counter() - start:.0f} s")
+    lines = [f"{'check':{width}}  result  detail"]
+    lines += [f"{name:{width}}  {result:6}  {textwrap.shorten(detail, 160)}" for name, result, detail in rows]
+    lines.append(f"total {time.perf_counter() - start:.0f} s")
+    print("\n".join(lines))
+    if args.table is not None:
+        args.table.parent.mkdir(parents=True, exist_ok=True)
+        args.table.write_text(f"sr-search GPU check on {where}\n" + "\n".join(lines) + "\n")
     return 1 if any(r[1] == "FAIL" for r in rows) else 0
 
 
