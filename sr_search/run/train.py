@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from torch import nn
 
 from ..errors import SrSearchError
 from ..model.blocks.layers import freeze_bn
+from ..results.study_dir import atomic_write
 from ..study.settings import TrainBudget
 from .data import TrainData, check_patch
 
@@ -123,12 +123,10 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
 
 
 def save_checkpoint(model: nn.Module, path: str | Path) -> None:
-    """Write the state_dict atomically (temp file + rename), so a killed trial never leaves half a file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, p)
+    """Write the state_dict through the one atomic writer (`results.study_dir.atomic_write`: temporary file, flushed,
+    renamed), so a killed trial never leaves half a file and a full disk is a `StudyWriteError` naming the path."""
+    state = model.state_dict()
+    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
 
 
 def _check_inputs(model: nn.Module, data: TrainData, budget: TrainBudget) -> None:

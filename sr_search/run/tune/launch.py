@@ -17,9 +17,10 @@ study folder holds no code to trust: rows (parquet), the Optuna study (SQLite), 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -139,10 +140,26 @@ def _tell_known_rows(book: TrialBook, rows: Any) -> None:
             book.tell(number, row)
 
 
+#: Tune's settings for a session (where the user set none): trials report rows, not one metric; short trials are normal
+TUNE_ENV = {"TUNE_DISABLE_STRICT_METRIC_CHECKING": "1", "RAY_AIR_NEW_OUTPUT": "0",
+            "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+
+
+@contextlib.contextmanager
+def scoped_env(values: Mapping[str, str]) -> Iterator[None]:
+    """`values` in the environment (each where it is not set already) for the block only: a program that imports
+    sr-search and calls `launch` keeps its environment as it was."""
+    added = [name for name in values if name not in os.environ]
+    os.environ.update({name: values[name] for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+@scoped_env(TUNE_ENV)
 def _run_session(study: Study, session: Session, folder: StudyDir, dashboard: str | None, echo: Echo) -> None:
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # short trials are normal
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     cache = TimingCache(folder.timing_cache)
     storage = study.storage or str(folder.root.resolve())
     trainable = tune.with_resources(

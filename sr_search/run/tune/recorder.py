@@ -18,7 +18,7 @@ from ray import tune
 from ...model.spec import ArchSpec
 from ...results.progress import ProgressState, write_progress
 from ...results.store import load_results, row_from_json, write_trial_row
-from ...results.study_dir import StudyDir
+from ...results.study_dir import StudyDir, atomic_write
 from ...study.model import Study
 from ..plan import task_of
 from ..timing.cache import TimingCache
@@ -108,13 +108,16 @@ class StudyRecorder(tune.Callback):
     # --- helpers -------------------------------------------------------------------------------------------
 
     def _copy_weights(self, checkpoint: Any, target: Path) -> None:
-        """The trained weights, from the trial's Tune checkpoint (a local folder or any pyarrow filesystem)."""
+        """The trained weights, from the trial's Tune checkpoint (a local folder or any pyarrow filesystem), written
+        through the study folder's atomic writer (flushed; no temporary file left by a full disk, which is named)."""
         filesystem = checkpoint.filesystem or pafs.LocalFileSystem()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        with filesystem.open_input_stream(f"{checkpoint.path}/{WEIGHTS}") as source, open(tmp, "wb") as out:
-            out.write(source.read())
-        tmp.replace(target)
+
+        def copy(tmp: Path) -> None:
+            with filesystem.open_input_stream(f"{checkpoint.path}/{WEIGHTS}") as source, open(tmp, "wb") as out:
+                while chunk := source.read(1 << 24):
+                    out.write(chunk)
+
+        atomic_write(target, copy)
 
     def _update(self, force: bool = False) -> None:
         now = time.time()
