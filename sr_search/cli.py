@@ -1,5 +1,5 @@
 """`sr-search`: a thin typer layer over the library. Parses, calls, prints; `SrSearchError` -> exit 1,
-any other failure -> exit 2 (DESIGN 4.1)."""
+any other failure -> exit 2 (docs/architecture.md, "CLI")."""
 
 from __future__ import annotations
 

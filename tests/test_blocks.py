@@ -36,7 +36,7 @@ def _border_spec(block: str) -> ArchSpec:
 
 @pytest.mark.parametrize("block", sorted(REGISTRY))
 def test_float64_models_deploy_in_float64_exactly(block):
-    """Device and dtype follow the model (DESIGN 9): a float64 model deploys to float64 and matches to 1e-10,
+    """Device and dtype follow the model (docs/architecture.md, "Deployment"): a float64 model deploys to float64 and matches to 1e-10,
     for every option of the family (its border cases) and random specs, on odd input sizes."""
     specs = [*option_specs(block), *(random_spec(block, random.Random(f"f64-{block}-{i}")) for i in range(4))]
     for i, spec in enumerate(specs):

@@ -1,4 +1,4 @@
-"""A guard that keeps the model path device- and dtype-correct (DESIGN 9): tensors and modules follow the model.
+"""A guard that keeps the model path device- and dtype-correct (docs/architecture.md, "Deployment"): tensors and modules follow the model.
 
 Two rules, checked on the source of `sr_search/` (AST, so it fails on CPU for code that would only break on a GPU):
 

@@ -16,7 +16,7 @@ def test_counts_macs_and_shared_deploy_keys():
     ecb, rep, span = rows["ecbsr-m4c16-x4"], rows["repsr-m4c16-x4"], rows["span-ch28-x4"]
     assert (ecb["params_train"], ecb["params_deploy"]) == (49_712, 11_840)
     assert (rep["params_train"], rep["params_deploy"]) == (44_416, 11_840)
-    assert (span["params_train"], span["params_deploy"]) == (634_048, 150_688)  # official SPAN C=28 (reference 10)
+    assert (span["params_train"], span["params_deploy"]) == (634_048, 150_688)  # official SPAN C=28 (its released code)
     assert ecb["GMACs"] == rep["GMACs"] == 0.244  # same deployed network, 108x192 LR under the cpu protocol
     assert ecb["at"] == "108x192 -> 432x768" and span["block"] == "span" and span["scale"] == 4
     assert ecb["deploy_key"] == rep["deploy_key"] != span["deploy_key"]

@@ -29,7 +29,7 @@ VERSIONS = json.dumps({"torch": "2.13.0", "sr_search": "0.1.0", "cuda": None})
 
 
 def make_results(n: int = 40, seed: int = 0, **overrides) -> pd.DataFrame:
-    """A results table with the DESIGN 4.4 columns: a PSNR/throughput trade-off plus noise."""
+    """A results table with the result columns (docs/architecture.md, "Result columns"): a PSNR/throughput trade-off plus noise."""
     rng = np.random.default_rng(seed)
     channels = rng.choice([8, 16, 32, 48, 64], size=n)
     depth = rng.integers(2, 17, size=n)

@@ -1,4 +1,4 @@
-"""Timing protocols, measure(), cost counting and the timing cache (issue 5, DESIGN 6).
+"""Timing protocols, measure(), cost counting and the timing cache (issue 5; docs/architecture.md, "Timing").
 
 CPU-only and fast: timings use tiny custom protocols, nothing asserts how fast anything is. CUDA paths are covered
 by tests that skip without a GPU.

@@ -1,10 +1,10 @@
-"""Parameter and MAC counts of a candidate (DESIGN 6: "FLOPs/params come from thop on the deployed model at the
-protocol's input size (MACs, not 2x)").
+"""Parameter and MAC counts of a candidate: thop on the deployed model at the protocol's input size, MACs, not 2x
+(docs/architecture.md, "Timing").
 
 What thop 0.1.1 (`thop.profile`, the version pinned in the venv) counts, per forward call of a leaf module:
 
 - Conv2d / ConvTranspose2d: output elements x (Cin / groups) x kh x kw. These are MACs; the **bias is not
-  counted** and nothing is doubled (the NTIRE counter's convention too, reference section 6.3).
+  counted** and nothing is doubled (the convention of the NTIRE challenges' counter too).
 - PReLU: 1 per input element (in eval mode, which thop switches to). ReLU, ReLU6 and LeakyReLU: 0.
 - BatchNorm / LayerNorm / InstanceNorm: 2 per element, 4 when affine. Linear: in_features per output element.
 - MaxPool, PixelShuffle, Dropout, ZeroPad: 0. AvgPool: 1 per output element. nn.Upsample: 1 (nearest),

@@ -1,8 +1,7 @@
 """Paper baselines as named `ArchSpec`s, for scales x2, x3 and x4.
 
 Each reproduces the deployed parameter count of the authors' code exactly (deduplicated `parameters()`; counts in
-`REFERENCE_PARAMS`, with where each comes from in `REFERENCE_SOURCE`; facts in
-shared/reference/sr_blocks_and_metrics.md):
+`REFERENCE_PARAMS`, with where each comes from in `REFERENCE_SOURCE`):
 
 - `ecbsr-m{M}c{C}-x{s}`: ECBSR (Y channel, PReLU, depth multiplier 2, no identity), nearest global skip.
 - `repsr-m{M}c{C}-x{s}`: RepSR twins of the ECBSR sizes (two c3_bn_c1 branches, expand 2, clean residual,

@@ -1,6 +1,6 @@
 """Ablation effects: what each factor level changes relative to the base, with a 95% interval and a verdict.
 
-Derived from the rows, never written into them (DESIGN 9). `ablation_effects(df)` is the public entry point
+Derived from the rows, never written into them (docs/architecture.md, "Decisions the code builds on"). `ablation_effects(df)` is the public entry point
 (`sr_search.ablation_effects`); the statistics live in `contrasts`, the tables and figure that show them in
 `effects_view` and `effects_figure`.
 

@@ -1,7 +1,7 @@
 """A self-contained HTML report of one study directory (`sr-search report STUDY_DIR`).
 
 The report is honest about its data: a study where nothing completed gets a page listing why instead of a
-traceback, and front trials timed on a shared device are flagged. The tables live in `report_tables` and the
+traceback, and front trials timed on a shared device are flagged. The tables live in `tables` and the
 figures in `figures`; both are re-exported here.
 """
 

@@ -1,4 +1,5 @@
-"""Results: one parquet row per trial (DESIGN 4.4), written atomically, loaded as one DataFrame.
+"""Results: one parquet row per trial (docs/architecture.md, "Result columns"), written atomically, loaded as one
+DataFrame.
 
 Each trial writes `trials/<trial_id>.parquet` (temp file + rename, so a crash never leaves half a row);
 `results.parquet` is a consolidated copy. The per-trial files are the source of truth: `load_results` reads

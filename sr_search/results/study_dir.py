@@ -1,4 +1,4 @@
-"""`StudyDir`: the layout of a study folder, spelled in one place (DESIGN 4.5). No other module writes a path
+"""`StudyDir`: the layout of a study folder, spelled in one place (docs/architecture.md, "A study folder"). No other module writes a path
 literal of a study folder; they ask this object.
 
     <study>/study.yaml              the resolved study, frozen when it started

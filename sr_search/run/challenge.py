@@ -1,4 +1,4 @@
-"""Challenge scores, computed exactly as the organisers do (facts: shared/reference/sr_blocks_and_metrics.md 6.4, 11).
+"""Challenge scores, computed exactly as the organisers do (their challenge reports and released scoring code).
 
 - NTIRE 2023 real-time 4K SR (`ntire23`): 2 * 2^(PSNR - PSNR_bicubic) / (0.1 * sqrt(runtime_ms)), zero at or below
   bicubic; higher is better.

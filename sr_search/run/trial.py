@@ -6,7 +6,7 @@ driver writes what it returns; the benchmarks call it in a loop).
     -> the untrained network (random BN statistics) deployed and compared: a broken fusion fails here, untrained
     -> train -> reparameterize -> equivalence check -> evaluate the deployed network -> one row
 
-Cost is known before quality (DESIGN 9): the deployed network's shapes decide its params, MACs and latency, so they
+Cost is known before quality (docs/architecture.md, "Decisions the code builds on"): the deployed network's shapes decide its params, MACs and latency, so they
 are measured before any training. Every outcome is one row; a failure in one stage is the row's `error`, never an
 exception that loses the trial.
 """
@@ -46,7 +46,7 @@ from .timing.engine import EngineError
 from .timing.measure import protocol_cost, time_spec
 from .timing.result import Timing
 
-#: Deployed and trained models must agree to fp32 rounding (DESIGN 5).
+#: Deployed and trained models must agree to fp32 rounding (docs/architecture.md, "Deployment").
 EQUIVALENCE_TOLERANCE = 1e-4
 
 Report = Callable[[dict[str, Any]], None]
@@ -371,7 +371,8 @@ def timing_columns(measured: Timing, cached: bool) -> dict[str, Any]:
 
 
 def retimed_row(row: dict[str, Any], measured: Timing, study: Study) -> dict[str, Any]:
-    """`row` with an exclusive re-timing of its deployed network (the front's confirmation pass, DESIGN 6)."""
+    """`row` with an exclusive re-timing of its deployed network (the front's confirmation pass,
+    docs/architecture.md, "Timing")."""
     out = {**row, **timing_columns(measured, cached=False), "timing_retimed": True}
     out.update(score_columns(out, study.protocol.score))
     return out

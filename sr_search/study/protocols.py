@@ -1,4 +1,4 @@
-"""Named timing protocols (DESIGN 6): what a timing depends on, fixed in a frozen record.
+"""Named timing protocols (docs/architecture.md, "Timing"): what a timing depends on, fixed in a frozen record.
 
 A timing is only worth recording when it is reproducible, so each protocol is a frozen record that fixes everything
 the number depends on: device kind, precision, batch, input size, warm-up, repetitions, cudnn.benchmark, memory
@@ -6,7 +6,7 @@ format and (CPU) the thread count. Built-in protocols:
 
 - `repsr`: CUDA, fp16, batch 4, output 720x1280 (LR 180x320 at x4, 360x640 at x2; x3 does not divide 1280, so x3
   models need a protocol with an explicit `lr_size`, e.g. `ntire23-x3`).
-- `ntire23-x2`, `ntire23-x3`: the NTIRE 2023 real-time 4K SR runtime protocol (reference section 6.2): `.half()`
+- `ntire23-x2`, `ntire23-x3`: the NTIRE 2023 real-time 4K SR runtime protocol (the challenge report's): `.half()`
   weights and input, batch 1, cudnn.benchmark, 50 warm-up and 244 timed runs with CUDA events and a synchronise
   after each. The output is 3840x2160 given as **H=3840, W=2160 (portrait)**, exactly as the official demo builds
   its random input (LR 1920x1080 at x2, 1280x720 at x3); the pixel count equals landscape 4K, but kernels whose

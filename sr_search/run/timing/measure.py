@@ -1,4 +1,4 @@
-"""`measure(model, protocol, device) -> Timing` and the cached `time_spec` (DESIGN 6).
+"""`measure(model, protocol, device) -> Timing` and the cached `time_spec` (docs/architecture.md, "Timing").
 
 The protocols (what a timing depends on) are part of a study (`sr_search.study.protocols`); the cache of timings
 is `timing_cache`, the `sr-search time` table `timing_table`.
@@ -285,7 +285,7 @@ def measure(
     The model is copied before any dtype or memory-format change. Under an engine protocol (`runtime` other than
     torch) the model is exported to ONNX, built into the engine once and checked against PyTorch first
     (`engine.build`): an export, build or check failure raises `EngineError` (a `TimingError`) and nothing is
-    timed. `exclusive` records whether the caller held the device alone (DESIGN 6); a non-exclusive timing is kept
+    timed. `exclusive` records whether the caller held the device alone (docs/architecture.md, "Timing"); a non-exclusive timing is kept
     but flagged.
     """
     p = get_protocol(protocol)

@@ -1,4 +1,5 @@
-"""`launch(study)`: a study folder, Ray, an Optuna study and a Tune run, as DESIGN section 3 tells it.
+"""`launch(study)`: a study folder, Ray, an Optuna study and a Tune run, as docs/architecture.md
+("How a study flows") tells it.
 
     launch(study)
       -> resources checked; the study folder held by this driver (a lock); the study frozen, or on resume compared
@@ -198,7 +199,8 @@ def trial_name(trial: Any) -> str:
 
 
 def exclusive_timing(study: Study) -> bool:
-    """A timing is exclusive only when nothing else can run on the device at the same time (DESIGN 6)."""
+    """A timing is exclusive only when nothing else can run on the device at the same time (docs/architecture.md,
+    "Timing")."""
     if study.timing_on is not None:
         return True  # a Ray task that holds the deployment device alone
     gpus = study.resources.gpus_per_trial

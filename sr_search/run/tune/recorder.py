@@ -1,4 +1,5 @@
-"""The driver's Tune callback: the one writer of a study folder (DESIGN 9).
+"""The driver's Tune callback: the one writer of a study folder (docs/architecture.md, "Decisions
+the code builds on").
 
 Workers send everything back with their results; `StudyRecorder` writes each row (`trials/<id>.parquet`, atomic),
 keeps fresh timings in the timing cache, copies kept weights out of the trial's Tune checkpoint, writes a `failed`
