@@ -1,9 +1,9 @@
 """sr-search: architecture search and ablations for efficient single-image super-resolution.
 
-The public API (docs/architecture.md, "Python API"). Everything loads on first use, so `import sr_search` (and `sr-search --help`) stays
-cheap; the modules behind it are grouped by layer: `model` (specs, blocks, networks, deployment, presets, cost),
-`study` (YAML, search spaces, studies), `run` (data, training, metrics, timing, trials, the Ray/Optuna runner) and
-`results` (parquet, fronts, reports).
+The public API (docs/architecture.md, "Python API"). Everything loads on first use, so `import sr_search` (and
+`sr-search --help`) stays cheap; the modules behind it are grouped by layer: `model` (specs, blocks, networks,
+deployment, presets, cost), `study` (YAML, search spaces, studies), `run` (data, training, metrics, timing, trials, the
+Ray/Optuna runner) and `results` (parquet, fronts, reports).
 """
 
 from importlib import import_module

@@ -235,6 +235,6 @@ def is_quality(name: str) -> bool:
     return name in QUALITY or name.startswith(QUALITY_PREFIXES)
 
 
-__all__ = ["ARROW_TYPES", "CATALOG", "Column", "DEFAULT_OBJECTIVES", "DEPLOYED_COST", "FAMILIES", "Family", "Kind", "LABELS", "OBJECTIVES",
-           "QUALITY", "SPEC_AFTER", "STATUSES", "TIMED", "TrialStatus", "UNITS", "USES_TIMING", "column", "is_quality",
-           "kind_of", "names"]
+__all__ = ["ARROW_TYPES", "CATALOG", "Column", "DEFAULT_OBJECTIVES", "DEPLOYED_COST", "FAMILIES", "Family", "Kind",
+           "LABELS", "OBJECTIVES", "QUALITY", "SPEC_AFTER", "STATUSES", "TIMED", "TrialStatus", "UNITS", "USES_TIMING",
+           "column", "is_quality", "kind_of", "names"]

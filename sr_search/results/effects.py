@@ -1,8 +1,8 @@
 """Ablation effects: what each factor level changes relative to the base, with a 95% interval and a verdict.
 
-Derived from the rows, never written into them (docs/architecture.md, "Decisions the code builds on"). `ablation_effects(df)` is the public entry point
-(`sr_search.ablation_effects`); the statistics live in `contrasts`, the tables and figure that show them in
-`effects_view` and `effects_figure`.
+Derived from the rows, never written into them (docs/architecture.md, "Decisions the code builds on").
+`ablation_effects(df)` is the public entry point (`sr_search.ablation_effects`); the statistics live in `contrasts`, the
+tables and figure that show them in `effects_view` and `effects_figure`.
 
 Columns of `ablation_effects(df)` (one row per factor, level and objective; the base's own level of each factor is
 a row too, `is_base`, effect 0):

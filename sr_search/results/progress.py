@@ -1,8 +1,8 @@
 """Study progress that any process can read: `progress.json` in the study directory plus the rows.
 
-The runner's recorder keeps a `ProgressState` (exact counts, every running trial with its iteration and last
-validation PSNR, ETA) and writes it to `progress.json`; `sr-search status` reads it without importing Ray, so it works
-from a login node that only sees the (shared) study directory. `progress_line` and `running_lines` are the text both show.
+The runner's recorder keeps a `ProgressState` (exact counts, every running trial with its iteration and last validation
+PSNR, ETA) and writes it to `progress.json`; `sr-search status` reads it without importing Ray, so it works from a login
+node that only sees the (shared) study directory. `progress_line` and `running_lines` are the text both show.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""`StudyDir`: the layout of a study folder, spelled in one place (docs/architecture.md, "A study folder"). No other module writes a path
-literal of a study folder; they ask this object.
+"""`StudyDir`: the layout of a study folder, spelled in one place (docs/architecture.md, "A study folder"). No other
+module writes a path literal of a study folder; they ask this object.
 
     <study>/study.yaml              the resolved study, frozen when it started
     <study>/resolved.yaml           what it resolved to: the search space's content, the timing protocol

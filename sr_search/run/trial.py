@@ -6,9 +6,9 @@ driver writes what it returns; the benchmarks call it in a loop).
     -> the untrained network (random BN statistics) deployed and compared: a broken fusion fails here, untrained
     -> train -> reparameterize -> equivalence check -> evaluate the deployed network -> one row
 
-Cost is known before quality (docs/architecture.md, "Decisions the code builds on"): the deployed network's shapes decide its params, MACs and latency, so they
-are measured before any training. Every outcome is one row; a failure in one stage is the row's `error`, never an
-exception that loses the trial.
+Cost is known before quality (docs/architecture.md, "Decisions the code builds on"): the deployed network's shapes
+decide its params, MACs and latency, so they are measured before any training. Every outcome is one row; a failure in
+one stage is the row's `error`, never an exception that loses the trial.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
-"""`TimingCache`: timings of deployed networks, persisted as parquet in the study directory (docs/architecture.md, "Timing").
+"""`TimingCache`: timings of deployed networks, persisted as parquet in the study directory (docs/architecture.md,
+"Timing").
 
 Weights do not change the timing, so a timing is keyed by what the deployed network *is* (`ArchSpec.deploy_key()`),
 the protocol and the device name: a RepSR and an ECBSR candidate of the same size are timed once. An entry also
 stores the protocol's fingerprint, so redefining a custom protocol under the same name never serves stale numbers.
 
-Only the driver writes the file (docs/architecture.md, "Decisions the code builds on"). A trial gets the entries of its own deployed network with its config
-(`entries`, then `TimingCache.in_memory`), so a worker reads no file of the study. A `put` still re-reads the file,
-merges, writes a temporary file and `os.replace`s it, so readers never see a half-written file.
+Only the driver writes the file (docs/architecture.md, "Decisions the code builds on"). A trial gets the entries of its
+own deployed network with its config (`entries`, then `TimingCache.in_memory`), so a worker reads no file of the study.
+A `put` still re-reads the file, merges, writes a temporary file and `os.replace`s it, so readers never see a
+half-written file.
 """
 
 from __future__ import annotations

@@ -281,12 +281,11 @@ def measure(
 ) -> Timing:
     """Time the (deployed) `model` under `protocol` on `device` (default: the protocol's device kind).
 
-    The input is a seeded uniform [0, 1) tensor of `lr_shape(protocol, spec)`; `spec` defaults to `model.spec`.
-    The model is copied before any dtype or memory-format change. Under an engine protocol (`runtime` other than
-    torch) the model is exported to ONNX, built into the engine once and checked against PyTorch first
-    (`engine.build`): an export, build or check failure raises `EngineError` (a `TimingError`) and nothing is
-    timed. `exclusive` records whether the caller held the device alone (docs/architecture.md, "Timing"); a non-exclusive timing is kept
-    but flagged.
+    The input is a seeded uniform [0, 1) tensor of `lr_shape(protocol, spec)`; `spec` defaults to `model.spec`. The
+    model is copied before any dtype or memory-format change. Under an engine protocol (`runtime` other than torch) the
+    model is exported to ONNX, built into the engine once and checked against PyTorch first (`engine.build`): an export,
+    build or check failure raises `EngineError` (a `TimingError`) and nothing is timed. `exclusive` records whether the
+    caller held the device alone (docs/architecture.md, "Timing"); a non-exclusive timing is kept but flagged.
     """
     p = get_protocol(protocol)
     spec = spec if spec is not None else getattr(model, "spec", None)
