@@ -35,7 +35,24 @@ class _Commands(TyperGroup):
                 formatter.write_dl(rows)
 
 
-app = typer.Typer(
+class _Cli(typer.Typer):
+    """The app, with one fast path: `sr-search status DIR [--recount]`, which users run in a loop (`watch`), is
+    called directly, skipping the parser's type layer (typer builds a pydantic adapter per parameter on every
+    invocation: most of a status call's start-up). Anything else, `--help` included, goes through typer."""
+
+    def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003 - typer's signature
+        argv = sys.argv[1:]
+        if not args and not kwargs and len(argv) in (2, 3) and argv[0] == "status" \
+                and not argv[1].startswith("-") and argv[2:] in ([], ["--recount"]):
+            try:
+                status(Path(argv[1]), recount=len(argv) == 3)
+            except typer.Exit as done:
+                sys.exit(done.exit_code)
+            sys.exit(0)
+        return super().__call__(*args, **kwargs)
+
+
+app = _Cli(
     cls=_Commands,
     help="Architecture search and ablations for efficient super-resolution.",
     no_args_is_help=True,
@@ -226,6 +243,42 @@ def launch(
 
 @app.command()
 @_guarded
+def slurm(
+    study_file: Path = typer.Argument(..., help="study YAML (see studies/)"),
+    nodes: int = typer.Option(1, "--nodes", help="nodes: Ray's head on the first, workers on the others"),
+    gpus_per_node: int = typer.Option(0, "--gpus-per-node", help="GPUs per node (Slurm --gpus-per-node)"),
+    cpus_per_node: Optional[int] = typer.Option(
+        None, "--cpus-per-node", help="CPUs per node (default: what the study's concurrent trials need, at least 2)"),
+    time: str = typer.Option("24:00:00", "--time", help="time limit as Slurm writes it (HH:MM:SS, D-HH:MM:SS)"),
+    partition: Optional[str] = typer.Option(None, "--partition", help="Slurm partition"),
+    account: Optional[str] = typer.Option(None, "--account", help="Slurm account"),
+    mem: Optional[str] = typer.Option(None, "--mem", help="memory per node, as Slurm writes it (e.g. 64G; 0 = all)"),
+    signal_before: int = typer.Option(
+        300, "--signal-before", metavar="SECONDS",
+        help="warn the driver this long before the time limit: it stops, saves, and the job requeues itself"),
+    out: Optional[Path] = typer.Option(None, "--out", help="study directory (default: runs/<study name>)"),
+    submit: bool = typer.Option(False, "--submit", help="also submit the script (sbatch)"),
+) -> None:
+    """Write (and with --submit, submit) one sbatch script that runs the study through Ray on a Slurm allocation,
+    stops cleanly before the time limit, requeues itself and resumes until the study is finished."""
+    from .run.slurm import SlurmJob, submit as run_sbatch, write_script
+    from .study.config import load_study
+
+    study = load_study(study_file)
+    job = SlurmJob(nodes=nodes, gpus_per_node=gpus_per_node, cpus_per_node=cpus_per_node, time=time,
+                   partition=partition, account=account, mem=mem, signal_before_s=signal_before)
+    path = write_script(study, study_file, out, job)
+    typer.echo(f"sbatch script: {shown(path)}")
+    if submit:
+        job_id = run_sbatch(path)
+        typer.echo(f"submitted job {job_id}; log: {shown(path.parent / f'slurm-{job_id}.log')}; progress: "
+                   f"sr-search status {shown(out if out is not None else study.out_dir)}")
+    else:
+        typer.echo(f"submit it with: sbatch {shown(path)}")
+
+
+@app.command()
+@_guarded
 def confirm(
     study_dir: Path = typer.Argument(..., help="a finished study directory (the source: only read)"),
     iterations: Optional[int] = typer.Option(None, "--iterations", help="the confirmation's training budget"),
@@ -371,11 +424,14 @@ def export(
 
 @app.command()
 @_guarded
-def status(study_dir: Path = typer.Argument(..., help="a study directory, possibly still running")) -> None:
+def status(study_dir: Path = typer.Argument(..., help="a study directory, possibly still running"),
+           recount: bool = typer.Option(False, "--recount", help="count the rows themselves, not trusting "
+                                                                  "progress.json (it is trusted while the number of "
+                                                                  "rows on disk matches it)")) -> None:
     """Progress of a study running here or elsewhere (reads its directory)."""
     from .results.progress import status as study_status
 
-    typer.echo(_relative_text(study_status(study_dir)))
+    typer.echo(_relative_text(study_status(study_dir, recount=recount)))
 
 
 @app.command()

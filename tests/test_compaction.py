@@ -91,7 +91,7 @@ def test_a_damaged_loose_file_is_set_aside_by_compaction_and_the_rest_moves(tmp_
 def compact_and_die_at(folder: StudyDir, target: int) -> int:
     """Compact `folder` in a forked child that SIGKILLs itself at its `target`-th step (a temporary file written, a
     rename done, a loose file removed); returns the child's wait status."""
-    from sr_search.results import store
+    from sr_search.results import rows as store
 
     pid = os.fork()
     if pid:

@@ -14,15 +14,16 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ..columns import STATUSES, TrialStatus
 from ..errors import SrSearchError, StudyDataWarning
-from . import store
-from .pareto import pareto_front
 from .study_dir import StudyDir, atomic_write
+
+if TYPE_CHECKING:  # `status` imports neither pandas nor numpy; the driver's state imports the kernel on first use
+    import pandas as pd
+
+    from .kernel import IncrementalFront
 
 
 
@@ -39,6 +40,10 @@ class ProgressState:
     running: dict[str, dict[str, Any]] = field(default_factory=dict)
     phase: str = "running"
     last_failure: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self._last: dict[str, Any] | None = None
+        self._recount()
 
     @classmethod
     def start(cls, total: int, rows: pd.DataFrame, objectives: Mapping[str, str],
@@ -66,7 +71,12 @@ class ProgressState:
             entry["psnr_y"] = result["psnr_y"]
 
     def finish(self, trial_id: str, row: Mapping[str, Any]) -> None:
-        self.rows[trial_id] = {k: row.get(k) for k in ("trial_id", "status", "psnr_y", *self.objectives)}
+        again = trial_id in self.rows
+        self.rows[trial_id] = kept = {k: row.get(k) for k in ("trial_id", "status", "psnr_y", *self.objectives)}
+        if again:  # a row written again (rare): its old values may have been the best or on the front
+            self._recount()
+        else:
+            self._count(kept)
         self.running.pop(trial_id, None)
         if row.get("status") == "failed":  # what the progress line shows: the reason, not only a count
             self.last_failure = {"trial_id": trial_id, "block": row.get("block"), "error": row.get("error")}
@@ -79,24 +89,54 @@ class ProgressState:
         self.phase = "finished" if len(self.rows) >= self.total else "stopped"
 
     def snapshot(self) -> dict[str, Any]:
-        """The state as plain data (what `progress.json` holds)."""
-        counts = {s: sum(r.get("status") == s for r in self.rows.values()) for s in STATUSES}
-        complete = [r for r in self.rows.values()
-                    if r.get("status") == TrialStatus.COMPLETE and _finite(r.get("psnr_y"))]
-        best = max((r["psnr_y"] for r in complete), default=None)
-        front = 0
-        if complete and all(m in complete[0] for m in self.objectives):
-            front = len(pareto_front(pd.DataFrame(complete), self.objectives))
+        """The state as plain data (what `progress.json` holds). O(running trials): the counts, the best PSNR and the
+        front are kept as rows finish (`finish`), not recomputed from every row."""
+        best = self._best
         now = time.time()
         finished_here = len(self.rows) - self.done_before
         remaining = max(0, self.total - len(self.rows))
         eta = (now - self.started) / finished_here * remaining if finished_here > 0 else None
-        return {"total": self.total, "finished": len(self.rows), **counts, "running": len(self.running),
-                "running_trials": sorted(self.running.values(), key=lambda e: e["trial_id"]),
-                "best_psnr_y": None if best is None else round(float(best), 3), "front_size": front,
-                "elapsed_s": round(now - self.started, 1), "eta_s": None if eta is None else round(eta, 1),
-                "dashboard": self.dashboard, "updated_at": now, "state": self.phase,
-                "last_failure": self.last_failure}
+        self._last = {
+            "total": self.total, "finished": len(self.rows), **self._counts, "running": len(self.running),
+            "running_trials": sorted(self.running.values(), key=lambda e: e["trial_id"]),
+            "best_psnr_y": None if best is None else round(float(best), 3),
+            "front_size": 0 if self._front is None else len(self._front),
+            "elapsed_s": round(now - self.started, 1), "eta_s": None if eta is None else round(eta, 1),
+            "dashboard": self.dashboard, "updated_at": now, "state": self.phase,
+            "last_failure": self.last_failure}
+        return self._last
+
+    def latest(self) -> dict[str, Any]:
+        """The last snapshot taken (one per update: the progress file and the progress line share it)."""
+        return self._last if self._last is not None else self.snapshot()
+
+    # --- kept as rows finish -------------------------------------------------------------------------------------
+
+    def _recount(self) -> None:
+        self._counts: dict[str, int] = {s: 0 for s in STATUSES}
+        self._best: float | None = None
+        self._front: IncrementalFront | None = None
+        for row in self.rows.values():
+            self._count(row)
+
+    def _count(self, row: Mapping[str, Any]) -> None:
+        """Add one row: its status count; the best PSNR and the front if it is complete with finite values (the
+        rows a front takes: `pareto.eligible_mask`, and a finite PSNR, as the best needs)."""
+        status = row.get("status")
+        for name in self._counts:
+            if status == name:
+                self._counts[name] += 1
+        if status != TrialStatus.COMPLETE or not _finite(row.get("psnr_y")):
+            return
+        self._best = row["psnr_y"] if self._best is None else max(self._best, row["psnr_y"])
+        values = [_number(row.get(name)) for name in self.objectives]
+        if any(v is None for v in values):
+            return
+        if self._front is None:
+            from .kernel import IncrementalFront
+
+            self._front = IncrementalFront(len(values))
+        self._front.add([v if d == "min" else -v for v, d in zip(values, self.objectives.values(), strict=True)])
 
 
 def progress_line(state: Mapping[str, Any]) -> str:
@@ -147,19 +187,34 @@ def write_progress(study_dir: Path | StudyDir, state: Mapping[str, Any]) -> None
 
 
 def summarize(study_dir: Path | StudyDir, objectives: Mapping[str, str], total: int) -> dict[str, Any]:
-    """Counts, best PSNR and front size from the rows on disk (what `status` trusts over a stale progress.json)."""
-    df = store.load_results(study_dir)
-    counts = df["status"].value_counts().to_dict() if len(df) else {}
-    complete = df[df["status"] == TrialStatus.COMPLETE] if len(df) else df
-    best = complete["psnr_y"].max() if len(complete) else None
-    front = pareto_front(df, objectives) if len(complete) else complete
-    return {"total": total, "finished": int(len(df)), **{s: int(counts.get(s, 0)) for s in STATUSES},
-            "best_psnr_y": None if best is None or best != best else round(float(best), 3),
-            "front_size": int(len(front))}
+    """Counts, best PSNR and front size from the rows on disk (what `status` trusts over a stale progress.json):
+    only the columns they need, read with pyarrow (no pandas, no torch)."""
+    import numpy as np
+
+    from . import rows
+    from .kernel import front_mask
+
+    table = rows._read_table(StudyDir(study_dir), ["psnr_y", *objectives])
+    data = {} if table is None else {name: table.column(name).to_pylist() for name in table.column_names}
+    statuses = data.get("status", [])
+    counts = {s: sum(v == s for v in statuses) for s in STATUSES}
+    complete = [k for k, v in enumerate(statuses) if v == TrialStatus.COMPLETE]
+    psnr = [data["psnr_y"][k] for k in complete if _finite(data["psnr_y"][k])] if "psnr_y" in data else []
+    points = []
+    for k in complete:
+        values = [_number(data[name][k]) if name in data else None for name in objectives]
+        if all(v is not None for v in values):
+            points.append([v if d == "min" else -v for v, d in zip(values, objectives.values(), strict=True)])
+    front = int(front_mask(np.array(points, dtype=float)).sum()) if points else 0
+    return {"total": total, "finished": len(statuses), **counts,
+            "best_psnr_y": round(float(max(psnr)), 3) if psnr else None, "front_size": front}
 
 
-def status(study_dir: str | Path) -> str:
-    """Progress of a running or finished study, from its directory (works from any machine that sees it)."""
+def status(study_dir: str | Path, recount: bool = False) -> str:
+    """Progress of a running or finished study, from its directory (works from any machine that sees it).
+
+    It trusts `progress.json` while the number of rows on disk (a directory listing and the compaction manifest; no
+    row is opened) is the number it says finished; otherwise, or with `recount`, it counts the rows themselves."""
     progress_file = StudyDir(study_dir).progress
     if not progress_file.exists():
         raise SrSearchError(f"{study_dir} is not a study directory (no progress.json); was it launched?")
@@ -171,13 +226,33 @@ def status(study_dir: str | Path) -> str:
         warnings.warn(StudyDataWarning(f"{progress_file} is unreadable ({exc}); counts below come from the trial "
                                        f"rows (the total is unknown until the driver writes it again)"), stacklevel=2)
         state = {"state": "unknown"}
-    state.update(summarize(study_dir, store.study_objectives(study_dir), state.get("total", 0)))
+    folder = StudyDir(study_dir)
+    if recount or state.get("finished") != _rows_on_disk(folder):
+        # stale (a driver that stopped without its last write, a row set aside since) or damaged: the rows decide
+        state.update(summarize(folder, folder.frozen().objectives, state.get("total", 0)))
     age = time.time() - state.get("updated_at", time.time())
     lines = [progress_line(state), *running_lines(state),
              f"{state.get('state', 'running')}; last update {age:.0f} s ago"]
     if state.get("dashboard") and state.get("state") == "running":
         lines.append(f"Ray dashboard: {state['dashboard']}")
     return "\n".join(lines)
+
+
+def _rows_on_disk(folder: StudyDir) -> int:
+    from .parts import row_ids
+
+    return len(row_ids(folder))
+
+
+def _number(value: Any) -> float | None:
+    """A finite objective value as a float (None: missing, NaN, infinite or not a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)  # numpy scalars, decimals
+        except (TypeError, ValueError):
+            return None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def _finite(value: Any) -> bool:

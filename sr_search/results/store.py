@@ -1,9 +1,10 @@
 """Results: one parquet row per trial (docs/architecture.md, "Result columns"), written atomically, loaded as one
 DataFrame.
 
-Each trial writes `trials/<trial_id>.parquet` (temp file + rename, so a crash never leaves half a row);
-`results.parquet` is a consolidated copy. The per-trial files are the source of truth: `load_results` reads
-them, so a killed driver loses no finished trial.
+Each trial writes `trials/<trial_id>.parquet` (temp file + rename, so a crash never leaves half a row); the driver
+compacts them into parts named by a manifest (`rows.compact`, crash-safe at every step); `results.parquet` is a
+consolidated copy. The row files and parts are the source of truth: `load_results` reads them in one dataset scan
+(`rows`), so a killed driver loses no finished trial.
 
 A row file damaged on disk (truncated, corrupt, or not one row of its trial) is named in a `StudyDataWarning`,
 moved aside (`StudyDir.set_aside`, never deleted) and left out, so its trial counts as not done and runs again on
@@ -15,11 +16,9 @@ from __future__ import annotations
 import ast
 import json
 import math
-import os
 import typing
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,15 +26,24 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from ..columns import CATALOG, SPEC_AFTER, STATUSES
-from ..errors import SrSearchError, StudyDataWarning, StudyWriteError
+from ..errors import SrSearchError, StudyDataWarning
 from ..model.blocks import load_block_module
 from ..model.spec import ArchSpec, spec_field_infos
 from . import parts
-from .study_dir import StudyDir, atomic_write
+from .rows import (  # noqa: F401 - the row files' reader and compaction, re-exported
+    COMPACT_EVERY,
+    _atomic_write,
+    _read,
+    _read_row,
+    _read_table,
+    _rows_held,
+    _set_aside,
+    _wanted,
+    compact,
+)
+from .study_dir import StudyDir
 
 # text as 0.1 wrote it (pandas strings are large_string in Arrow), so old and new files have one schema
 _STR, _INT, _F64, _BOOL = pa.large_string(), pa.int64(), pa.float64(), pa.bool_()
@@ -118,11 +126,6 @@ def _table(row: dict[str, Any]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def _atomic_write(table: pa.Table, path: Path) -> None:
-    # page checksums: a bit flipped on disk is a damaged file (set aside), not a silently wrong PSNR
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp, write_page_checksum=True))
-
-
 def write_trial_row(study_dir: str | Path | StudyDir, row: dict[str, Any]) -> Path:
     """Write one trial's row atomically; replaces an earlier row of the same trial."""
     path = StudyDir(study_dir).trial_file(row["trial_id"])
@@ -167,139 +170,6 @@ def _read_rows(where: StudyDir, columns: Sequence[str] | None = None) -> pd.Data
         names = known if columns is None else [c for c in _wanted(columns) if c in known]
         return pd.DataFrame({name: pd.Series(dtype=known[name].to_pandas_dtype()) for name in names})
     return table.to_pandas(self_destruct=True)
-
-
-def _wanted(columns: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys(["trial_id", "status", *columns]))
-
-
-def _read_table(where: StudyDir, columns: Sequence[str] | None = None) -> pa.Table | None:
-    """Every readable row as one table in trial-id order, with the rows' own column types (None: no row): the
-    compacted parts the manifest names and the loose row files, in one multi-threaded dataset scan; a trial in both
-    keeps its loose row (the newer write), a trial in two parts the later part's. A damaged file is named in a
-    `StudyDataWarning`, moved aside and left out (its trials run again on resume); a folder holding only
-    `results.parquet` (copied without its trial files) is read from that."""
-    manifest = parts.read_manifest(where)
-    part_files = [parts.parts_dir(where) / p["file"] for p in manifest.parts]
-    part_files = [f for f in part_files if f.exists()]
-    loose = parts.loose_files(where)
-    if part_files or loose:
-        table = _scan(where, part_files, loose, columns)
-    elif where.results.exists():
-        table = _read(where, where.results, "results")
-        if table is not None and columns is not None:
-            table = table.select([c for c in _wanted(columns) if c in table.column_names])
-    else:
-        table = None
-    if table is None or table.num_rows == 0:
-        return None
-    return _in_id_order(table)
-
-
-def _scan(where: StudyDir, part_files: list[Path], loose: list[Path], columns: Sequence[str] | None) -> pa.Table | None:
-    files = [*part_files, *loose]
-    schemas, readable = [], []
-    for path, found in zip(files, _schemas(files), strict=True):
-        if isinstance(found, pa.Schema) and not {"trial_id", "status"} <= set(found.names):
-            found = "it has no trial_id or status column"
-        if isinstance(found, pa.Schema):
-            schemas.append(found)
-            readable.append(path)
-        elif found is not None:
-            _set_aside(where, path, found, _then(path, part_files))
-    if not readable:
-        return None
-    unified = pa.unify_schemas(schemas, promote_options="permissive")
-    names = unified.names if columns is None else [c for c in _wanted(columns) if c in unified.names]
-    options = ds.ParquetFragmentScanOptions(page_checksum_verification=True)
-    try:
-        dataset = ds.dataset([str(f) for f in readable], schema=unified,
-                             format=ds.ParquetFileFormat(default_fragment_scan_options=options))
-        table = dataset.to_table(columns=[*names, "__filename"], use_threads=True)
-    except (pa.ArrowException, OSError) as exc:
-        if isinstance(exc, PermissionError):
-            raise
-        return _scan_file_by_file(where, part_files, loose, names)
-    return _checked(where, table, readable, set(map(str, part_files)))
-
-
-def _schemas(files: list[Path]) -> list[pa.Schema | str | None]:
-    """Each file's schema, read in threads (only the footer): a reason string for a damaged file, None for one gone
-    since it was listed."""
-    def one(path: Path) -> pa.Schema | str | None:
-        try:
-            return pq.read_schema(path)
-        except FileNotFoundError:
-            return None
-        except PermissionError:
-            raise
-        except (pa.ArrowException, OSError) as exc:
-            return f"{type(exc).__name__}: {exc}".strip()
-
-    if len(files) < 64:
-        return [one(f) for f in files]
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        return list(pool.map(one, files))
-
-
-def _scan_file_by_file(where: StudyDir, part_files: list[Path], loose: list[Path], names: list[str]) -> pa.Table | None:
-    """The slow path, taken only when the scan failed (a damaged file): every file on its own, so the damaged ones
-    are named and set aside and the others load."""
-    tables = []
-    for path in [*part_files, *loose]:
-        table = _read(where, path, "part" if path in part_files else "row")
-        if table is not None:
-            table = table.select([c for c in names if c in table.column_names])
-            tables.append(table.append_column("__filename", pa.array([str(path)] * table.num_rows)))
-    if not tables:
-        return None
-    table = pa.concat_tables(tables, promote_options="permissive")
-    return _checked(where, table, [*part_files, *loose], set(map(str, part_files)))
-
-
-def _checked(where: StudyDir, table: pa.Table, files: list[Path], part_names: set[str]) -> pa.Table:
-    """`table` with each loose file's row checked (one row, of its own trial, with a known status; a file that is
-    not that is set aside) and one row per trial: a loose row over a part's, a later part's over an earlier one's."""
-    sources = table.column("__filename").to_pylist()
-    ids = table.column("trial_id").to_pylist()
-    statuses = table.column("status").to_pylist()
-    priority = {str(f): k for k, f in enumerate(files)}
-    counts: dict[str, int] = {}
-    for source in sources:
-        counts[source] = counts.get(source, 0) + 1
-    bad: dict[str, str] = {}
-    for source, trial_id, status in zip(sources, ids, statuses, strict=True):
-        if source in part_names or source in bad:
-            if source in part_names and status not in STATUSES:
-                bad[source] = f"it holds a row of status {status!r}, none of {', '.join(STATUSES)}"
-            continue
-        why = _not_a_row_of(counts[source], trial_id, status, Path(source).stem)
-        if why is not None:
-            bad[source] = why
-    for source, why in bad.items():
-        _set_aside(where, Path(source), why, _then(Path(source), [Path(p) for p in part_names]))
-    best: dict[str, int] = {}
-    for k, (source, trial_id) in enumerate(zip(sources, ids, strict=True)):
-        if source in bad:
-            continue
-        held = best.get(trial_id)
-        if held is None or priority[source] >= priority[sources[held]]:
-            best[trial_id] = k
-    keep = sorted(best.values())
-    table = table.drop_columns(["__filename"])
-    return table if len(keep) == table.num_rows else table.take(pa.array(keep, type=pa.int64()))
-
-
-def _in_id_order(table: pa.Table) -> pa.Table:
-    ids = table.column("trial_id").to_pylist()
-    order = sorted(range(len(ids)), key=lambda k: parts.id_key(str(ids[k])))
-    return table if order == list(range(len(ids))) else table.take(pa.array(order, type=pa.int64()))
-
-
-def _then(path: Path, part_files: list[Path]) -> str:
-    if path in part_files:
-        return "the trials of that part count as not done and run again on resume (launch --resume)"
-    return f"trial {path.stem} counts as not done and runs again on resume (launch --resume)"
 
 
 def typed(df: pd.DataFrame) -> pd.DataFrame:
@@ -370,135 +240,6 @@ def consolidate(study_dir: str | Path | StudyDir) -> Path:
         table = pa.Table.from_pandas(_read_rows(where), preserve_index=False)
     _atomic_write(table, where.results)
     return where.results
-
-
-# --- compaction ----------------------------------------------------------------------------------------------
-
-#: the driver compacts when this many loose row files have accumulated (`StudyRecorder`)
-COMPACT_EVERY = 1000
-
-
-def compact(study_dir: str | Path | StudyDir, min_rows: int = 1) -> int:
-    """Move the loose row files into one new compacted part; returns how many rows moved (0 below `min_rows`).
-
-    For the driver only (it holds the study folder). Each step leaves a folder that reads the same rows, so a kill
-    at any point loses nothing and counts nothing twice: (1) the part is written under a new name (temporary file and
-    rename; until the manifest names it, readers ignore it); (2) the manifest naming it replaces the old one (the
-    commit point; a trial now in the part and still loose reads once, from its loose file); (3) the loose files
-    that went into the part are removed, each only if unchanged since it was read (a row written again meanwhile
-    stays, and wins). Parts and temporary files that no manifest names (left by a killed compaction) are removed
-    first. A damaged loose file is set aside, as every reader does.
-    """
-    where = StudyDir(study_dir).require()
-    manifest = parts.read_manifest(where)
-    _remove_leftovers(where, manifest)
-    loose = parts.loose_files(where)
-    if not loose or len(loose) < min_rows:
-        return 0
-    stamps = {path: _stamp(path) for path in loose}
-    table = _scan(where, [], loose, None)
-    if table is None or table.num_rows == 0:
-        return 0
-    table = _in_id_order(table)
-    ids = [str(v) for v in table.column("trial_id").to_pylist()]
-    name = manifest.next_name(where)
-    _atomic_write(table, parts.parts_dir(where) / name)
-    manifest.parts.append({"file": name, "rows": table.num_rows, "trial_ids": ids})
-    parts.write_manifest(where, manifest)
-    for trial_id in ids:
-        path = where.trial_file(trial_id)
-        if path in stamps and _stamp(path) == stamps[path]:
-            path.unlink(missing_ok=True)
-    return table.num_rows
-
-
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def _remove_leftovers(where: StudyDir, manifest: parts.Manifest) -> None:
-    """Parts no manifest names and temporary files of killed writes (the driver is the only writer of the folder)."""
-    named = {p["file"] for p in manifest.parts}
-    folder = parts.parts_dir(where)
-    if folder.is_dir():
-        for path in folder.iterdir():
-            if path.name not in named:
-                path.unlink(missing_ok=True)
-    if where.trials.is_dir():
-        for path in where.trials.glob(".*.tmp"):
-            path.unlink(missing_ok=True)
-
-
-# --- damaged files -------------------------------------------------------------------------------------------
-
-
-def _read_row(where: StudyDir, path: Path) -> pa.Table | None:
-    """The one-row table of trial file `path`, or None (warned, moved aside) when it is not that."""
-    return _read(where, path, "row")
-
-
-def _read(where: StudyDir, path: Path, kind: str) -> pa.Table | None:
-    try:
-        table = pq.read_table(path, page_checksum_verification=True)
-        why = _not_a_row(table, path.stem) if kind == "row" else None
-    except (FileNotFoundError, PermissionError):
-        if not path.exists():
-            return None  # gone since it was listed
-        raise
-    except (pa.ArrowException, OSError) as exc:
-        why = f"{type(exc).__name__}: {exc}".strip()
-    if why is None:
-        return table
-    then = {"row": f"trial {path.stem} counts as not done and runs again on resume (launch --resume)",
-            "part": "the trials of that part count as not done and run again on resume (launch --resume)"}.get(
-                kind, "the trial files are the record; it is rewritten from them")
-    _set_aside(where, path, why, then)
-    return None
-
-
-def _not_a_row(table: pa.Table, trial_id: str) -> str | None:
-    """Why `table` is not the row of `trial_id` (None when it is)."""
-    if table.num_rows != 1:
-        return f"it holds {table.num_rows} rows, not one"
-    if not {"trial_id", "status"} <= set(table.column_names):
-        return "it has no trial_id or status column"
-    return _not_a_row_of(1, table.column("trial_id")[0].as_py(), table.column("status")[0].as_py(), trial_id)
-
-
-def _not_a_row_of(rows: int, row_id: Any, status: Any, trial_id: str) -> str | None:
-    if rows != 1:
-        return f"it holds {rows} rows, not one"
-    if row_id != trial_id:
-        return f"it holds the row of trial {row_id!r}"
-    if status not in STATUSES:
-        return f"its status {status!r} is none of {', '.join(STATUSES)}"
-    return None
-
-
-def _rows_held(where: StudyDir) -> int | None:
-    """How many rows `results.parquet` holds (None when there is none, or it is damaged: then it is set aside)."""
-    if not where.results.exists():
-        return None
-    try:
-        return pq.read_metadata(where.results).num_rows
-    except (pa.ArrowException, OSError) as exc:
-        if isinstance(exc, PermissionError):
-            raise
-        _set_aside(where, where.results, f"{type(exc).__name__}: {exc}".strip(),
-                   "it is rewritten from the trial files")
-        return None
-
-
-def _set_aside(where: StudyDir, path: Path, why: str, then: str) -> None:
-    try:
-        done = f"moved to {where.set_aside(path)}"
-    except StudyWriteError as exc:
-        done = f"left where it is ({exc}) and skipped"
-    warnings.warn(StudyDataWarning(f"{path} is unreadable ({why}): {done}; {then}"), stacklevel=4)
 
 
 def study_objectives(study_dir: str | Path | StudyDir) -> dict[str, str]:
