@@ -196,6 +196,9 @@ BY_NAME: dict[str, Column] = {c.name: c for c in CATALOG}
 
 def column(name: str) -> Column | None:
     """The catalog's column `name` (None for a family's column or an unknown one)."""
+    # a study that also times in other runtimes (`also_time`): the latency under each, and why one failed
+    Family("latency_ms@", _TIMED, _F64, "ms"),
+    Family("timing_error@", _BOOK, _STR),
     return BY_NAME.get(name)
 
 

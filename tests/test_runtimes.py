@@ -310,3 +310,93 @@ def test_ort_cuda_protocol_times_on_the_gpu():
                        runtime="onnxruntime")
     timing = measure(deploy_pair(spec)[1], p, spec=spec)
     assert timing.runtime == "onnxruntime" and timing.engine_max_abs_err <= 1e-4
+
+
+# --- several runtimes in one study (`also_time`) -------------------------------------------------------------------
+
+ALSO = STUDY.replace("RUNTIME", "torch").replace("protocols:\n", """protocols:
+  ov: {device: cpu, precision: fp32, batch: 1, lr_size: [16, 16], warmup: 1, reps: 2, threads: 1, runtime: openvino}
+  ort: {device: cpu, precision: fp32, batch: 1, lr_size: [16, 16], warmup: 1, reps: 2, threads: 1, runtime: onnxruntime}
+""") + """\
+also_time: [ov, ort]
+objectives: {psnr_y: max, latency_ms@ov: min}
+"""
+
+
+def also_study(tmp_path: Path, text: str = ALSO, name: str = "also.yaml"):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    (tmp_path / name).write_text(text)
+    return load_study(tmp_path / name)
+
+
+def test_a_study_times_in_several_runtimes_and_optimises_the_one_it_names(tmp_path, monkeypatch):
+    study = also_study(tmp_path)
+    assert [p.runtime for p in study.also_protocols()] == ["openvino", "onnxruntime"]
+    assert study.timing_protocol("ort").runtime == "onnxruntime"
+    task = make_plan(study)[0].task("0000", study)
+    row = run_trial(task, study, device=torch.device("cpu"), exclusive_timing=True).row
+    assert row["status"] == "complete", row["error"]
+    assert row["latency_ms"] > 0 and row["latency_ms@ov"] > 0 and row["latency_ms@ort"] > 0
+    # an engine that fails in a runtime the study only watches: recorded, and the trial goes on
+    real = deploy_pair
+    monkeypatch.setattr(measure_mod, "deploy_pair", lambda spec: (real(spec)[0], ExportsWrongly(real(spec)[1])))
+    row = run_trial(make_plan(study)[1].task("0001", study), study, device=torch.device("cpu"),
+                    exclusive_timing=True).row
+    # the objective's runtime (ov) failed: the trial fails naming it; the torch latency was measured
+    assert row["status"] == "failed" and "'ov' (an objective)" in row["error"]
+    assert "differs from the PyTorch network" in row["timing_error@ov"]
+
+
+def test_also_time_is_checked_and_part_of_what_a_study_means(tmp_path):
+    with pytest.raises(SrSearchError, match="does not also time: add it to also_time"):
+        also_study(tmp_path, ALSO.replace("latency_ms@ov", "latency_ms@cpu"), "bad.yaml")
+    with pytest.raises(SrSearchError, match="timed already"):
+        also_study(tmp_path, ALSO.replace("also_time: [ov, ort]", "also_time: [ov, mine]"), "twice.yaml")
+    first = also_study(tmp_path)
+    frozen, frozen_resolved = first.dump(), resolved(first)
+    assert changes(frozen, frozen_resolved, also_study(tmp_path, name="again.yaml")) == []
+    fewer = also_study(tmp_path, ALSO.replace("also_time: [ov, ort]", "also_time: [ov]"), "fewer.yaml")
+    assert any(line.startswith("also_time") for line in changes(frozen, frozen_resolved, fewer))
+    # a study without also_time resumes as before (0.2 froze no such key)
+    plain = engine_study(tmp_path)
+    frozen_plain = {k: v for k, v in plain.dump().items() if k != "also_time"}
+    assert changes(frozen_plain, resolved(plain), plain) == []
+
+
+def test_the_driver_files_every_runtime_s_fresh_timing_under_its_protocol():
+    from sr_search.run.tune.recorder import timings_of
+    from sr_search.run.tune.trainable import fresh_json
+
+    spec = preset("ecbsr-m4c8-x4")
+    fresh = [measure(deploy_pair(spec)[1], p, spec=spec) for p in (TORCH_SMALL, ENGINES["onnxruntime"])]
+    text = fresh_json(fresh)
+    assert fresh == [] and [t.runtime for t in timings_of(text)] == ["torch", "onnxruntime"]
+    one = measure(deploy_pair(spec)[1], TORCH_SMALL, spec=spec)
+    assert timings_of(one.model_dump_json()) == [one]  # what 0.2's workers sent
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_a_launched_study_records_every_runtime_and_caches_each_apart(tmp_path, ray_cluster):
+    from sr_search import launch, load_results
+
+    study = also_study(tmp_path, ALSO.replace("also_time: [ov, ort]", "also_time: [ort]").replace(
+        "latency_ms@ov", "latency_ms@ort"))
+    out = launch(study, out_dir=tmp_path / "run", echo=lambda _: None)
+    df = load_results(out)
+    assert (df["status"] == "complete").all(), df[["status", "error"]]
+    assert (df["latency_ms@ort"] > 0).all() and (df["timing_protocol"] == "mine").all()
+    cache = TimingCache(out / "timing_cache.parquet")
+    for spec_json in df["arch_json"]:
+        from sr_search.model.spec import ArchSpec
+
+        key = ArchSpec.from_json(spec_json).deploy_key()
+        assert [e["runtime"] or "torch" for e in cache.entries(key, study.protocol)] == ["torch"]
+        assert [e["runtime"] for e in cache.entries(key, study.timing_protocol("ort"))] == ["onnxruntime"]

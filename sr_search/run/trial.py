@@ -35,6 +35,7 @@ from ..model.testing import randomize_statistics
 from ..results.quality_flags import row_flags
 from ..results.store import spec_columns
 from ..study.model import Study
+from ..study.protocols import TimingProtocol
 from ..study.settings import DataSpec
 from ..model.cost import deploy_pair
 from . import data as data_mod
@@ -50,8 +51,9 @@ from .timing.result import Timing
 EQUIVALENCE_TOLERANCE = 1e-4
 
 Report = Callable[[dict[str, Any]], None]
-#: spec -> (timing, whether it came from the cache); where and how the deployed network is timed
-Timer = Callable[[ArchSpec], tuple[Timing, bool]]
+#: (spec, protocol=None) -> (timing, whether it came from the cache); where and how the deployed network is timed
+#: (protocol: the study's `timing` when None, else one of its `also_time` protocols)
+Timer = Callable[..., tuple[Timing, bool]]
 
 
 @dataclass(frozen=True)
@@ -131,8 +133,8 @@ def pick_device(gpus: float) -> torch.device:
 
 def local_timer(study: Study, device: torch.device, exclusive: bool, cache: TimingCache | None = None) -> Timer:
     """Time on this process's device under the study's protocol, reusing `cache` (a trial's in-memory view)."""
-    def time(spec: ArchSpec) -> tuple[Timing, bool]:
-        return time_spec(spec, study.protocol, device, cache, exclusive=exclusive)
+    def time(spec: ArchSpec, protocol: TimingProtocol | None = None) -> tuple[Timing, bool]:
+        return time_spec(spec, protocol or study.protocol, device, cache, exclusive=exclusive)
 
     return time
 
@@ -225,12 +227,32 @@ def _cost_first(task: TrialTask, study: Study, timer: Timer, row: dict[str, Any]
             return "failed", f"timing failed: {exc}"
         row.update(timing_columns(measured, cached))
         outcome.timing = None if cached else measured
+        failed = _also_time(spec, study, timer, row)
+        if failed is not None:
+            return "failed", failed
         violations.update(limits.violations(latency_ms=measured.latency_ms))
     row["constraint_violation"] = max(violations.values()) if violations else None
     row.update({f"constraint_{k}": float(v) for k, v in violations.items()})
     if any(v > 0 for v in violations.values()):
         broken = ", ".join(f"{k} exceeded by {v:g}" for k, v in violations.items() if v > 0)
         return "infeasible", f"violates the space's constraints: {broken}"
+    return None
+
+
+def _also_time(spec: ArchSpec, study: Study, timer: Timer, row: dict[str, Any]) -> str | None:
+    """The latency under each protocol the study also times in (`also_time`: other runtimes) as
+    `latency_ms@<protocol>`; a failure is `timing_error@<protocol>` and the trial goes on, unless an objective
+    names that latency (then the reason the trial failed)."""
+    for p in study.also_protocols():
+        try:
+            other, _ = timer(spec, p)
+        except SrSearchError as exc:
+            row[f"latency_ms@{p.name}"] = math.nan  # a float column in every row, NaN where not measured
+            row[f"timing_error@{p.name}"] = str(exc)
+            if f"latency_ms@{p.name}" in study.objectives:
+                return f"timing failed under protocol {p.name!r} (an objective): {exc}"
+            continue
+        row[f"latency_ms@{p.name}"] = other.latency_ms
     return None
 
 

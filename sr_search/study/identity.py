@@ -22,7 +22,7 @@ from .yamlfile import load_bounded
 
 #: keys whose change would make old and new trials incomparable
 COMPARABLE = ("name", "mode", "fixed", "constraints", "base", "data", "train", "timing", "protocols", "timing_on",
-              "objectives", "pruning", "confirms")
+              "objectives", "pruning", "confirms", "also_time")
 #: keys under COMPARABLE ones that say how trials run, not what they mean (where prepared images are kept)
 HOW_IT_RUNS = ("data.cache", "data.cache_max_gb", "data.on_gpu")
 
@@ -35,6 +35,8 @@ def resolved(study: Study) -> dict[str, Any]:
     one."""
     space = study.search_space()
     out = {"space": space.model_dump(mode="json", exclude={"path"}), "protocol": study.protocol.model_dump(mode="json")}
+    if study.also_time:  # the other runtimes' protocols, resolved (a redefined custom one is a change)
+        out["also_protocols"] = [p.model_dump(mode="json") for p in study.also_protocols()]
     files = block_module_files(space.block_modules)
     if files:
         out["block_files"] = files
@@ -98,6 +100,9 @@ def changes(frozen_study: Mapping[str, Any], frozen_resolved: Mapping[str, Any] 
                 for key, old, new in _diff("", frozen_resolved.get("space"), current["space"])]
         out += [f"timing protocol {key}: {_show(old)} -> {_show(new)}"
                 for key, old, new in _diff("", frozen_resolved.get("protocol"), current["protocol"])]
+        out += [f"timing protocols of {key}: {_show(old)} -> {_show(new)}"
+                for key, old, new in _diff("also_time", frozen_resolved.get("also_protocols"),
+                                           current.get("also_protocols"))]
     return out
 
 

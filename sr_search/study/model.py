@@ -177,6 +177,9 @@ class Study(BaseModel):
     train: TrainBudget = Field(default_factory=TrainBudget)
     timing: str | TimingProtocol = "auto"
     protocols: dict[str, TimingProtocol] = Field(default_factory=dict)
+    #: other protocols every candidate is also timed under (another runtime: ort-cpu, openvino-cpu, ...); each adds
+    #: the column `latency_ms@<protocol>` (`timing_error@<protocol>` when that timing fails), which objectives may name
+    also_time: tuple[str, ...] | None = None
     objectives: dict[str, Literal["max", "min"]] = Field(default_factory=lambda: dict(DEFAULT_OBJECTIVES),
                                                          min_length=1)
     resources: Resources = Field(default_factory=Resources)
@@ -281,6 +284,11 @@ class Study(BaseModel):
     def _check_objectives(cls, value: dict[str, str]) -> dict[str, str]:
         for metric, direction in value.items():
             family = metric if metric in METRICS else metric.rsplit("_", 1)[0]
+            if "@" in metric:  # latency_ms@<protocol>: a latency the study also times (`also_time`)
+                family, _, _ = metric.partition("@")
+                if family != "latency_ms":
+                    raise FieldProblem(metric, f"{metric!r}: only latency_ms@<protocol> names another runtime's "
+                                               f"timing (a protocol listed in also_time)")
             if family not in METRICS:
                 raise FieldProblem(metric, f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}", [
                     *METRICS, "psnr_y_<set>", "ssim_y_<set> (per validation set)"])
@@ -326,6 +334,7 @@ class Study(BaseModel):
     @model_validator(mode="after")
     def _resolve_protocol(self) -> Study:
         self.protocol  # noqa: B018 - resolved (and checked) once, here
+        self.also_protocols()  # noqa: B018 - and the ones it also times under
         if self.pruning is not None:
             if self.mode != "search":
                 raise FieldProblem("pruning", "stops candidates early, which only a search does; an ablation "
@@ -355,6 +364,34 @@ class Study(BaseModel):
             return get_protocol(name, self.protocols)
         except SrSearchError as exc:
             raise FieldProblem("protocols", str(exc)) from None
+
+    def also_protocols(self) -> list[TimingProtocol]:
+        """The protocols every candidate is also timed under (`also_time`), resolved like `timing`; every
+        `latency_ms@<protocol>` objective names one of them."""
+        out = []
+        for i, name in enumerate(self.also_time or ()):
+            try:
+                p = get_protocol(name, self.protocols)
+            except SrSearchError as exc:
+                raise FieldProblem(("also_time", i), str(exc)) from None
+            if p.name == self.protocol.name or p.name in (q.name for q in out):
+                raise FieldProblem(("also_time", i), f"protocol {name!r} is timed already (timing: "
+                                                     f"{self.protocol.name}; also_time lists each other one once)")
+            out.append(p)
+        names = {p.name for p in out}
+        for metric in self.objectives:
+            if "@" in metric and metric.partition("@")[2] not in names:
+                raise FieldProblem(("objectives", metric), f"{metric!r} names protocol "
+                                                           f"{metric.partition('@')[2]!r}, which the study does not "
+                                                           f"also time: add it to also_time")
+        return out
+
+    def timing_protocol(self, name: str) -> TimingProtocol:
+        """The study's protocol named `name`: its `timing` or one of `also_time`."""
+        for p in (self.protocol, *self.also_protocols()):
+            if p.name == name:
+                return p
+        raise SrSearchError(f"study {self.name!r} does not time under protocol {name!r}")
 
     def search_space(self) -> SearchSpace:
         """The study's space: the file as loaded with the study, `fixed` pinned, the study's constraints merged in."""

@@ -171,7 +171,8 @@ def _run_session(study: Study, session: Session, folder: StudyDir, dashboard: st
     ledger = RungLedger(folder) if study.pruning is not None else None
     recorder = StudyRecorder(study, folder, cache, session.total, dashboard, show=LinePrinter(echo), ledger=ledger)
     searcher = StudySearcher(study, session, folder.storage_url,
-                             timings_for=lambda spec: cache.entries(spec.deploy_key(), study.protocol),
+                             timings_for=lambda spec: [e for p in (study.protocol, *study.also_protocols())
+                                                       for e in cache.entries(spec.deploy_key(), p)],
                              resume_from=ledger.latest_checkpoint if ledger is not None else lambda trial_id: None)
     concurrency: dict[str, Any] = {"max_concurrent_trials": study.resources.concurrency}
     if study.pruning is not None:  # the scheduler caps running trials itself: a paused trial must not hold a slot

@@ -8,6 +8,8 @@ row for a trial that crashed, and keeps the progress (`progress.json` and the pr
 
 from __future__ import annotations
 
+import json
+
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,9 +49,10 @@ class StudyRecorder(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         trial_id = trial.config.get("trial_id")
-        if isinstance(result.get("timing"), str):  # a fresh timing: the cache serves it to later trials
+        if isinstance(result.get("timing"), str):  # fresh timings: the cache serves them to later trials
             spec = ArchSpec.from_json(trial.config["arch"])
-            self.cache.put(spec.deploy_key(), self.study.protocol, Timing.model_validate_json(result["timing"]))
+            for timing in timings_of(result["timing"]):
+                self.cache.put(spec.deploy_key(), self.study.timing_protocol(timing.protocol), timing)
         if isinstance(result.get("row"), str):  # the trial's outcome: write it before Optuna is told
             row = row_from_json(result["row"])
             write_trial_row(self.folder, row)
@@ -127,3 +130,9 @@ class StudyRecorder(tune.Callback):
         self.last_write = now
         write_progress(self.folder, self.state.snapshot())
         self.show(self.state)
+
+
+def timings_of(text: str) -> list[Timing]:
+    """The timings a trial sent: a JSON list (one per protocol it timed under), or one timing as 0.2 sent it."""
+    data = json.loads(text)
+    return [Timing.model_validate(t) for t in (data if isinstance(data, list) else [data])]

@@ -6,6 +6,7 @@ its config and sends its row, a fresh timing and its trained weights (a Tune che
 from __future__ import annotations
 
 import io
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -22,6 +23,7 @@ from ...model.blocks import load_block_module
 from ...model.spec import ArchSpec
 from ...results.store import row_from_json, row_to_json
 from ...study.model import Study
+from ...study.protocols import TimingProtocol
 from ..plan import task_of
 from ..timing.cache import TimingCache
 from ..timing.measure import time_spec
@@ -51,8 +53,8 @@ def train_trial(config: dict[str, Any], study: Study, exclusive: bool, timing_on
              else on_node(local_timer(study, device, exclusive, cache), node))
     fresh: list[Timing] = []  # a timing measured here goes to the driver's cache with the first report that can
 
-    def timed(spec: ArchSpec) -> tuple[Timing, bool]:
-        timing, cached = timer(spec)
+    def timed(spec: ArchSpec, protocol: TimingProtocol | None = None) -> tuple[Timing, bool]:
+        timing, cached = timer(spec, protocol)
         if not cached:
             fresh.append(timing)
         return timing, cached
@@ -62,13 +64,23 @@ def train_trial(config: dict[str, Any], study: Study, exclusive: bool, timing_on
     outcome.row["node"] = node
     final = {**numbers(outcome.row), "status": outcome.row["status"], "error": outcome.row.get("error") or "",
              "trial_id": task.trial_id, "row": row_to_json(outcome.row),
-             "timing": fresh.pop().model_dump_json() if fresh else None}
+             "timing": fresh_json(fresh)}
     if outcome.weights is None:
         tune.report(final)
         return
     with tempfile.TemporaryDirectory() as folder:
         torch.save(outcome.weights, Path(folder) / WEIGHTS)
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def fresh_json(fresh: list[Timing]) -> str | None:
+    """The timings measured here and not yet sent (one per protocol the study times under), as one JSON list for the
+    driver's cache; None when there is none."""
+    if not fresh:
+        return None
+    text = json.dumps([t.model_dump(mode="json") for t in fresh])
+    fresh.clear()
+    return text
 
 
 def numbers(row: dict[str, Any]) -> dict[str, float]:
@@ -91,13 +103,15 @@ def timing_task(study: Study, timing_on: dict[str, float] | None, name: str) -> 
     return ray.remote(time_remotely).options(**options)
 
 
-def time_remotely(study: Study, spec_json: str, entries: list[dict[str, Any]], refresh: bool = False
-                  ) -> tuple[str, bool]:
-    """Time one deployed network where this task runs, exclusively. Returns (timing JSON, cached)."""
+def time_remotely(study: Study, spec_json: str, entries: list[dict[str, Any]], refresh: bool = False,
+                  protocol: str | None = None) -> tuple[str, bool]:
+    """Time one deployed network where this task runs, exclusively, under the study's protocol (or the one of its
+    `also_time` protocols named). Returns (timing JSON, cached)."""
     prepare_worker(study)
     cache = TimingCache.in_memory(entries)
-    device = "cuda" if study.protocol.device == "cuda" else "cpu"
-    timer = on_node(lambda spec: time_spec(spec, study.protocol, device, cache, exclusive=True, refresh=refresh),
+    p = study.timing_protocol(protocol) if protocol else study.protocol
+    device = "cuda" if p.device == "cuda" else "cpu"
+    timer = on_node(lambda spec, _=None: time_spec(spec, p, device, cache, exclusive=True, refresh=refresh),
                     ray.get_runtime_context().get_node_id())
     timing, cached = timer(ArchSpec.from_json(spec_json))
     return timing.model_dump_json(), cached
@@ -107,9 +121,9 @@ def remote_timer(study: Study, trial_id: str, timing_on: dict[str, float], cache
     """Time on the deployment node (a Ray task there), from this trial."""
     task = timing_task(study, timing_on, f"time {trial_id}")
 
-    def time(spec: ArchSpec) -> tuple[Timing, bool]:
-        entries = cache.entries(spec.deploy_key(), study.protocol)
-        text, cached = ray.get(task.remote(study, spec.to_json(), entries))
+    def time(spec: ArchSpec, protocol: TimingProtocol | None = None) -> tuple[Timing, bool]:
+        entries = cache.entries(spec.deploy_key(), protocol or study.protocol)
+        text, cached = ray.get(task.remote(study, spec.to_json(), entries, False, protocol.name if protocol else None))
         return Timing.model_validate_json(text), cached
 
     return time
@@ -117,8 +131,8 @@ def remote_timer(study: Study, trial_id: str, timing_on: dict[str, float], cache
 
 def on_node(timer: Timer, node: str) -> Timer:
     """`timer`, with fresh timings marked as measured on `node` (cached ones keep where they were measured)."""
-    def time(spec: ArchSpec) -> tuple[Timing, bool]:
-        timing, cached = timer(spec)
+    def time(spec: ArchSpec, protocol: TimingProtocol | None = None) -> tuple[Timing, bool]:
+        timing, cached = timer(spec, protocol)
         return (timing if cached or timing.node else timing.model_copy(update={"node": node})), cached
 
     return time
@@ -147,7 +161,7 @@ def rungs_of(study: Study, config: dict[str, Any], fresh: list[Timing]) -> Rungs
 def report_rung(study: Study, index: int, row: dict[str, Any], state: Any, fresh: list[Timing]) -> None:
     """Report a rung to Tune with a checkpoint to continue from; the scheduler decides there (it may pause or stop
     the trial, and this call then never returns)."""
-    timing = fresh.pop().model_dump_json() if fresh else None
+    timing = fresh_json(fresh)
     with tempfile.TemporaryDirectory() as folder:
         torch.save({"rung": index, "row": row_to_json(row), "trainer": state()}, Path(folder) / RUNG_STATE)
         tune.report({**{k: v for k, v in numbers(row).items() if k.startswith("rung_")}, "rung": index,
