@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import ray
 
 from sr_search import load_results, load_study
 from sr_search.model.blocks import REGISTRY
@@ -25,7 +24,8 @@ from sr_search.study.config import validate_files, with_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKED = re.compile(r"<!-- readme-file: (?P<name>[\w.]+) -->\n```[a-z]*\n(?P<body>.*?)\n```\n", re.DOTALL)
-EXPECTED = {"my_blocks.py", "my_space.yaml", "my_study.yaml", "check_my_blocks.py", "pyproject.toml"}
+EXPECTED = {"my_blocks.py", "my_space.yaml", "my_study.yaml", "check_my_blocks.py", "pyproject.toml",
+            "rrrb_blocks.py"}  # the second example (bias padding): tests/test_block_contract.py runs it
 #: the runner tests' budgets: a few iterations, a 24x24 CPU timing
 TINY = {"n_trials": 3, "keep_checkpoints": True,
         "train": {"iterations": 8, "batch_size": 4, "lr_patch": 16, "val_every": 4},
@@ -56,13 +56,6 @@ def user_dir(tmp_path_factory):
     before = set(REGISTRY)
     yield folder
     forget_families(before)
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def test_the_readme_marks_the_whole_example():

@@ -42,7 +42,8 @@ def front_table(df: pd.DataFrame, objectives: Mapping[str, str] | None = None) -
     table = front[columns].copy()
     own = {k: v for k, v in family_field_columns(front).items() if k not in table.columns}
     for position, (name, values) in enumerate(own.items()):
-        table.insert(sum(c in table.columns for c in TABLE_COLUMNS[:6]) + position, name, values)
+        table.insert(sum(c in table.columns for c in TABLE_COLUMNS[:6]) + position, name,
+                     pd.Series(values, index=table.index, dtype=object))  # 2 stays 2, not 2.0
     if len(objectives) == 2:
         knee_label = knee_point(front, objectives).name if len(front) else None
         table["knee"] = [label == knee_label for label in front.index]
