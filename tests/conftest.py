@@ -1,3 +1,6 @@
+"""Shared fixtures: one Ray instance per test module (`ray_cluster`), the row factory (`make_row`) and the
+study-file writers (`study_writer`); the plain functions behind them are in tests/study_files.py."""
+
 import atexit
 import os
 import shutil
@@ -5,6 +8,7 @@ import tempfile
 
 import pytest
 import torch
+from study_files import trial_row, write_study
 
 # prepared images go to a throw-away cache for the session, never the user's (Ray workers inherit it)
 _DATA_CACHE = tempfile.mkdtemp(prefix="sr-search-data-cache-")
@@ -35,3 +39,25 @@ def _deterministic_one_thread_torch():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray instance (2 CPUs, no dashboard) for the tests of one module; a test that uses it is marked `ray`."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def make_row():
+    """`make_row(trial_id, status="complete", spec=..., **values)`: a trial's row as the runner writes it."""
+    return trial_row
+
+
+@pytest.fixture
+def study_writer():
+    """`study_writer(folder, name, body)`: a study file the real runner finishes in seconds (tiny budget, CPU timing)."""
+    return write_study

@@ -6,49 +6,23 @@ Budgets are tiny (a few iterations on 24x24 timing inputs), so these test the or
 import signal
 import subprocess
 import sys
-import textwrap
 import time
-from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
-import ray
 
 from sr_search import SrSearchError, load_results, load_study
 from sr_search.results.export import export
 from sr_search.results.report import write_report
 from sr_search.run.tune.launch import launch
+from study_files import TIMING, write_study
 
 pytestmark = pytest.mark.ray
 
 REQUIRED = ["psnr_y", "throughput", "latency_ms", "params_deploy", "macs_deploy", "reparam_max_abs_err",
             "timing_device", "deploy_key", "arch_json", "bicubic_psnr_y", "psnr_gain", "train_iterations", "seed"]
 
-SPACE = """\
-params:
-  block: [plain, rep]
-  scale: 2
-  colors: 3
-  channels: 8
-  depth: 1
-"""
-TIMING = "timing: {device: cpu, precision: fp32, batch: 1, lr_size: [24, 24], warmup: 1, reps: 3, threads: 1}\n"
-TRAIN = "train: {iterations: 12, batch_size: 4, lr_patch: 16, val_every: 6}\ndata: {val_max_size: 48}\n"
-
-
-def write_study(tmp_path: Path, name: str, body: str) -> Path:
-    (tmp_path / "space.yaml").write_text(SPACE)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(f"name: {name}\nspace: space.yaml\n" + TIMING + TRAIN + textwrap.dedent(body))
-    return path
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def test_search_study_writes_one_complete_row_per_trial(tmp_path, ray_cluster):

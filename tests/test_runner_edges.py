@@ -8,7 +8,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import ray
 import torch
 
 from sr_search import SrSearchError, load_results, load_study
@@ -24,13 +23,6 @@ from sr_search.run.tune.launch import _retime_front, launch
 HERE = Path(__file__).resolve().parent
 TIMING = "timing: {device: cpu, precision: fp32, batch: 1, lr_size: [24, 24], warmup: 1, reps: 3, threads: 1}\n"
 TRAIN = "train: {iterations: 6, batch_size: 4, lr_patch: 16, val_every: 3}\ndata: {val_max_size: 48}\n"
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture

@@ -12,16 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from sr_search import PRESETS, SrSearchError
+from sr_search import SrSearchError
 from sr_search.results.progress import ProgressState, status, write_progress
-from sr_search.results.store import consolidate, load_results, spec_columns, write_trial_row
+from sr_search.results.store import consolidate, load_results, write_trial_row
 from sr_search.results.study_dir import StudyDir
+from study_files import trial_row
 
-SPEC = spec_columns(PRESETS["rtsrn-x2"])
 
-
-def row(trial_id: str, status: str, **values) -> dict:
-    return {"study": "s", "trial_id": trial_id, "status": status, **SPEC, "seed": 0, **values}
+row = trial_row
 
 
 @pytest.fixture

@@ -15,21 +15,15 @@ from typer.testing import CliRunner
 from sr_search import PRESETS, load_results
 from sr_search.cli import app
 from sr_search.errors import StudyDataWarning, StudyWriteError
-from sr_search.results.store import (
-    consolidate,
-    read_trial_row,
-    spec_columns,
-    write_trial_row,
-)
+from sr_search.results.store import consolidate, read_trial_row, write_trial_row
 from sr_search.results.study_dir import StudyDir
+from study_files import trial_row
 
 runner = CliRunner()
-SPEC = spec_columns(PRESETS["rtsrn-x2"])
 
 
 def row(trial_id: str, psnr: float = 30.0) -> dict:
-    return {"study": "s", "trial_id": trial_id, "status": "complete", **SPEC, "seed": int(trial_id),
-            "psnr_y": psnr, "throughput": 100.0 - psnr, "latency_ms": 1.0 + psnr / 100, "params_deploy": 193356}
+    return trial_row(trial_id, psnr_y=psnr, throughput=100.0 - psnr, latency_ms=1.0 + psnr / 100, params_deploy=193356)
 
 
 @pytest.fixture
@@ -265,15 +259,6 @@ def test_cli_names_the_path_of_a_full_disk_even_through_ray_tune(monkeypatch, tm
 
 
 # --- end to end: a full disk, then a damaged row, each followed by --resume (real Ray, tiny trials) ----------
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def test_full_disk_and_damaged_row_lose_nothing_and_resume_runs_exactly_the_missing_trial(tmp_path, monkeypatch,
