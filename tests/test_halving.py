@@ -75,14 +75,15 @@ def test_no_pruned_candidate_is_ever_on_a_front_and_the_report_draws_them_greyed
         "throughput": [100.0, 300.0, 1000.0, 2000.0], "bicubic_psnr_y": [28.0] * 4,
         # a pruned candidate keeps its rung quality in rung_* columns only: a high one must not sneak onto a front
         "rung_psnr_y": [None, None, 35.0, None], "rung_iterations": [None, None, 60, None],
-        "collapsed": [False, False, None, True], "timing_exclusive": [True] * 4,
+        "collapsed": [False, False, None, True], "below_bicubic": [False, False, None, True],
+        "timing_exclusive": [True] * 4,
     })
     objectives = {"psnr_y": "max", "throughput": "max"}
     assert "0002" not in set(pareto_front(rows, objectives)["trial_id"])
     assert "0002" not in front_text(rows, objectives)
     fig = plot_front(rows)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert "stopped early (PSNR-Y at its rung)" in labels and "collapsed (below bicubic)" in labels
+    assert "stopped early (PSNR-Y at its rung)" in labels and "collapsed training" in labels
 
 
 def test_named_baselines_train_to_the_full_budget_and_still_rank_the_others(tmp_path):
@@ -103,3 +104,43 @@ def test_named_baselines_train_to_the_full_budget_and_still_rank_the_others(tmp_
     assert report("0001", 30.0, 100.0) == TrialScheduler.PAUSE  # floor(2/3) = 0: waits for more arrivals
     assert report("0002", 31.0, 200.0) == TrialScheduler.CONTINUE  # floor(3/3) = 1: the best of three
     assert set(scheduler.ledger.table(60)) == {"0000", "0001", "0002"}  # the baseline counted in the ranking
+
+
+def test_a_rung_is_ranked_once_per_change_not_once_per_paused_trial(tmp_path, monkeypatch):
+    """choose_trial_to_run asks the rule for every paused trial on every call: it ranks the rung once per recorded
+    point (0.2 ranked it per paused trial per free slot, ~n^3 at scale) and decides exactly as the rule does."""
+    from types import SimpleNamespace
+
+    from ray.tune.experiment import Trial
+
+    from sr_search.results.study_dir import StudyDir
+    from sr_search.run.tune import halving as tune_halving
+
+    calls = []
+    real = tune_halving.promotable
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tune_halving, "promotable", counted)
+    ledger = tune_halving.RungLedger(StudyDir(tmp_path))
+    scheduler = tune_halving.ParetoHalving(ledger, MAX_MAX, reduction_factor=3, concurrency=4, expected=10_000)
+    trials = []
+    for k in range(60):
+        trial = SimpleNamespace(trial_id=f"tune_{k}", config={"trial_id": f"{k:04d}"}, status=Trial.RUNNING)
+        point = [20.0 + (k * 37 % 60) / 10, 100.0 + (k * 53 % 60)]
+        decision = scheduler.on_trial_result(None, trial, {"rung": 60, "rung_point": point})
+        trial.status = Trial.PAUSED if decision == "PAUSE" else Trial.TERMINATED
+        trials.append(trial)
+    controller = SimpleNamespace(get_trials=lambda: trials)
+    paused = {t.config["trial_id"] for t in trials if t.status == Trial.PAUSED}
+    allowed = set(real(ledger.table(60), MAX_MAX, 3))
+    before, chosen = len(calls), set()
+    for _ in range(50):  # free slots, nothing new recorded: no new ranking
+        trial = scheduler.choose_trial_to_run(controller)
+        if trial is not None:
+            trial.status = Trial.TERMINATED
+            chosen.add(trial.config["trial_id"])
+    assert len(calls) - before <= 1
+    assert chosen == paused & allowed and chosen  # exactly what the rule promotes among the waiting ones

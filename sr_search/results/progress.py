@@ -55,6 +55,7 @@ class ProgressState:
     def start_trial(self, trial_id: str | None, config: Mapping[str, Any], iterations: int) -> None:
         if trial_id is None:
             return
+        self._last = None
         spec = json.loads(config["arch"]) if isinstance(config.get("arch"), str) else {}
         self.running[trial_id] = {"trial_id": trial_id, "block": spec.get("block"), "channels": spec.get("channels"),
                                   "depth": spec.get("depth"), "iteration": 0, "of": iterations, "psnr_y": None}
@@ -65,12 +66,14 @@ class ProgressState:
             return
         if trial_id not in self.running:
             self.start_trial(trial_id, config, iterations)
+        self._last = None
         entry = self.running[trial_id]
         entry["iteration"] = int(result.get("iteration", entry["iteration"]))
         if isinstance(result.get("psnr_y"), float):
             entry["psnr_y"] = result["psnr_y"]
 
     def finish(self, trial_id: str, row: Mapping[str, Any]) -> None:
+        self._last = None
         again = trial_id in self.rows
         self.rows[trial_id] = kept = {k: row.get(k) for k in ("trial_id", "status", "psnr_y", *self.objectives)}
         if again:  # a row written again (rare): its old values may have been the best or on the front
@@ -82,9 +85,11 @@ class ProgressState:
             self.last_failure = {"trial_id": trial_id, "block": row.get("block"), "error": row.get("error")}
 
     def stop(self, trial_id: str | None) -> None:
+        self._last = None
         self.running.pop(trial_id, None)
 
     def end(self) -> None:
+        self._last = None
         self.running.clear()
         self.phase = "finished" if len(self.rows) >= self.total else "stopped"
 
@@ -107,7 +112,8 @@ class ProgressState:
         return self._last
 
     def latest(self) -> dict[str, Any]:
-        """The last snapshot taken (one per update: the progress file and the progress line share it)."""
+        """The last snapshot, if nothing changed since it was taken (one per update: the progress file and the
+        progress line share it); else a new one."""
         return self._last if self._last is not None else self.snapshot()
 
     # --- kept as rows finish -------------------------------------------------------------------------------------

@@ -32,11 +32,16 @@ class RungLedger:
     def __init__(self, folder: StudyDir) -> None:
         self.folder = folder
         self.entries: dict[str, dict[str, Any]] = {}
+        #: per rung, the points that reached it (trial id -> point) and a counter of changes (for cached rankings)
+        self.rungs: dict[int, dict[str, list[float]]] = {}
+        self.versions: dict[int, int] = {}
         for path in sorted(folder.rungs.glob("*.json")) if folder.rungs.is_dir() else ():
             try:
                 entry = json.loads(path.read_text())
                 self.entries[entry["trial_id"]] = entry
-            except (ValueError, KeyError):
+                for rung, point in entry["points"].items():
+                    self._index(entry["trial_id"], int(rung), point)
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue  # a damaged ledger entry only loses that trial's ranking history
 
     def _entry(self, trial_id: str) -> dict[str, Any]:
@@ -47,8 +52,14 @@ class RungLedger:
         text = json.dumps(self.entries[trial_id])
         atomic_write(self.folder.rung_file(trial_id), lambda tmp: tmp.write_text(text))
 
+    def _index(self, trial_id: str, rung: int, point: list[float]) -> None:
+        self.rungs.setdefault(rung, {})[trial_id] = point
+        self.versions[rung] = self.versions.get(rung, 0) + 1
+
     def record(self, trial_id: str, rung: int, point: Sequence[float]) -> None:
-        self._entry(trial_id)["points"][str(rung)] = [float(v) for v in point]
+        values = [float(v) for v in point]
+        self._entry(trial_id)["points"][str(rung)] = values
+        self._index(trial_id, rung, values)
         self._save(trial_id)
 
     def promote(self, trial_id: str, rung: int) -> None:
@@ -62,7 +73,12 @@ class RungLedger:
         self._save(trial_id)
 
     def table(self, rung: int) -> dict[str, list[float]]:
-        return {t: e["points"][str(rung)] for t, e in self.entries.items() if str(rung) in e["points"]}
+        """The points that reached `rung` (kept as they are recorded: no scan of every trial)."""
+        return dict(self.rungs.get(rung, {}))
+
+    def version(self, rung: int) -> int:
+        """Changes at `rung` so far: a ranking of the rung is valid while this stays the same."""
+        return self.versions.get(rung, 0)
 
     def promoted(self, trial_id: str, rung: int) -> bool:
         return rung in self.entries.get(trial_id, {}).get("promoted", [])
@@ -78,6 +94,7 @@ class ParetoHalving(FIFOScheduler):
         self.ledger, self.directions = ledger, list(directions)
         self.rf, self.concurrency, self.expected = reduction_factor, concurrency, expected
         self.waiting: dict[str, int] = {}  # Tune trial id -> the rung it waits at
+        self._ranked: dict[tuple[int, bool], tuple[int, frozenset[str]]] = {}  # (rung, complete) -> (version, ids)
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
         rung, trial_id = result.get("rung"), _sr_id(trial)
@@ -120,10 +137,20 @@ class ParetoHalving(FIFOScheduler):
         """Promoted before, or in the top share of the rung now (then recorded as promoted)."""
         if self.ledger.promoted(trial_id, rung):
             return True
-        if trial_id in promotable(self.ledger.table(rung), self.directions, self.rf, complete=complete):
+        if trial_id in self._promotable(rung, complete):
             self.ledger.promote(trial_id, rung)
             return True
         return False
+
+    def _promotable(self, rung: int, complete: bool) -> frozenset[str]:
+        """The rule's answer for a rung, ranked once per change of the rung (a point recorded), not once per paused
+        trial per free slot: `choose_trial_to_run` asks it for every paused trial on every call."""
+        version = self.ledger.version(rung)
+        cached = self._ranked.get((rung, complete))
+        if cached is None or cached[0] != version:
+            ids = frozenset(promotable(self.ledger.rungs.get(rung, {}), self.directions, self.rf, complete=complete))
+            cached = self._ranked[(rung, complete)] = (version, ids)
+        return cached[1]
 
     def _complete_lowest_rung(self, tune_controller: Any, paused: list[Trial]) -> Trial | None:
         """Nothing more can reach the lowest waiting rung: its top share continues, the rest stop (pruned)."""

@@ -39,6 +39,7 @@ from ...study.identity import check_resumable, resolved_yaml
 from ...study.model import Study
 from ..plan import Session, plan_session
 from ..resources import check_resources, check_timing_device, local_resources
+from ..signals import sigterm_as_ctrl_c
 from ..timing.cache import TimingCache
 from ..timing.result import Timing
 from ..trial import retimed_row
@@ -85,7 +86,7 @@ def launch(
 
     if resume and not folder.study_file.exists():
         raise SrSearchError(f"nothing to resume in {folder.root}: no study was started there (drop --resume)")
-    with folder.owned():
+    with folder.owned(), sigterm_as_ctrl_c():  # a scheduler's SIGTERM stops the study as Ctrl-C does
         started = folder.study_file.exists()
         resolved, block_changes = None, []
         if started:
@@ -272,7 +273,7 @@ class LinePrinter:
     def __call__(self, state: ProgressState) -> None:
         import time
 
-        snapshot = state.snapshot()
+        snapshot = state.latest()  # the recorder's own snapshot of this update: one per update, not two
         failure = snapshot.get("last_failure") or {}
         reason = " ".join(str(failure.get("error") or "").split())
         kind = re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "#", reason)  # 0.037 and 0.041: one kind of reason

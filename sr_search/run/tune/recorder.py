@@ -20,7 +20,8 @@ from ray import tune
 
 from ...model.spec import ArchSpec
 from ...results.progress import ProgressState, write_progress
-from ...results.store import load_results, row_from_json, write_trial_row
+from ...results.parts import loose_files
+from ...results.store import COMPACT_EVERY, compact, load_results, row_from_json, write_trial_row
 from ...results.study_dir import StudyDir, atomic_write
 from ...study.model import Study
 from ..plan import task_of
@@ -35,12 +36,16 @@ Show = Callable[[ProgressState], None]
 
 class StudyRecorder(tune.Callback):
     def __init__(self, study: Study, folder: StudyDir, cache: TimingCache, total: int, dashboard: str | None,
-                 show: Show, ledger: RungLedger | None = None, every_s: float = 5.0) -> None:
+                 show: Show, ledger: RungLedger | None = None, every_s: float = 5.0, min_gap_s: float = 0.5,
+                 compact_every: int = COMPACT_EVERY) -> None:
         self.study, self.folder, self.cache = study, folder, cache
-        self.show, self.every_s = show, every_s
-        rows = load_results(folder)
+        self.show, self.every_s, self.min_gap_s = show, every_s, min_gap_s
+        rows = load_results(folder, columns=["psnr_y", *study.objectives])
         self.state = ProgressState.start(total, rows, study.objectives, dashboard)
         self.last_write = 0.0
+        self.pending = False  # an event whose update was throttled: written by the next update
+        self.compact_every = compact_every
+        self.loose = len(loose_files(folder))  # row files not compacted yet
         self.ledger = ledger
         self.written: set[str] = set()
         self.rung_rows: dict[str, str] = {}
@@ -55,7 +60,7 @@ class StudyRecorder(tune.Callback):
                 self.cache.put(spec.deploy_key(), self.study.timing_protocol(timing.protocol), timing)
         if isinstance(result.get("row"), str):  # the trial's outcome: write it before Optuna is told
             row = row_from_json(result["row"])
-            write_trial_row(self.folder, row)
+            self._write_row(row)
             self.written.add(trial_id)
             self.state.finish(trial_id, row)
             self._update(force=True)
@@ -73,7 +78,7 @@ class StudyRecorder(tune.Callback):
             return
         if trial_id not in self.written and trial_id in self.rung_rows:  # stopped at a rung: pruned
             row = row_from_json(self.rung_rows[trial_id])
-            write_trial_row(self.folder, row)
+            self._write_row(row)
             self.written.add(trial_id)
             self.state.finish(trial_id, row)
         elif self.study.keep_checkpoints and trial.checkpoint is not None:
@@ -97,7 +102,7 @@ class StudyRecorder(tune.Callback):
             lines = Path(trial.error_file).read_text().strip().splitlines()
             reason = f"trial crashed: {lines[-1] if lines else 'no message'}"
         row = {**task_columns(task_of(config), self.study.name), "status": "failed", "error": reason}
-        write_trial_row(self.folder, row)
+        self._write_row(row)
         self.state.finish(config["trial_id"], row)
         self._update(force=True)
 
@@ -107,7 +112,7 @@ class StudyRecorder(tune.Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.state.end()
-        self._update(force=True)
+        self._update(final=True)
 
     # --- helpers -------------------------------------------------------------------------------------------
 
@@ -123,11 +128,25 @@ class StudyRecorder(tune.Callback):
 
         atomic_write(target, copy)
 
-    def _update(self, force: bool = False) -> None:
+    def _write_row(self, row: dict[str, Any]) -> None:
+        """One row, O(1): its own file (atomic); every `compact_every` loose files, one compaction moves them into
+        a part (`store.compact`: crash-safe at every step), so readers scan a few parts, not a file per trial."""
+        write_trial_row(self.folder, row)
+        self.loose += 1
+        if self.loose >= self.compact_every:
+            compact(self.folder)
+            self.loose = 0
+
+    def _update(self, force: bool = False, final: bool = False) -> None:
+        """Write progress.json and show the line, from one snapshot. A change of counts (`force`) is written at most
+        every `min_gap_s` (at hundreds of GPUs trials start and finish several times a second), iteration reports
+        every `every_s`; a throttled change is written by the next update, the end always."""
         now = time.time()
-        if not force and now - self.last_write < self.every_s:
+        gap = self.min_gap_s if force or self.pending else self.every_s
+        if not final and now - self.last_write < gap:
+            self.pending = self.pending or force
             return
-        self.last_write = now
+        self.last_write, self.pending = now, False
         write_progress(self.folder, self.state.snapshot())
         self.show(self.state)
 
