@@ -435,3 +435,33 @@ def test_cuda_timing_is_cached_per_gpu_name(tmp_path):
     t, cached = time_spec(PRESETS["ecbsr-m4c8-x4"], proto, "cuda", cache)
     assert not cached and t.device_name == torch.cuda.get_device_name(0)
     assert time_spec(PRESETS["repsr-m4c8-x4"], proto, "cuda", cache) == (t, True)
+
+
+def test_a_large_cache_appends_instead_of_rewriting_and_reads_as_one(tmp_path, monkeypatch):
+    """Past FOLD_ALWAYS entries a put appends one journal line (O(1)); the parquet file is rewritten only when the
+    journal holds an eighth of the entries, and at `flush`. Another instance, a reopened one and a torn last line
+    (a kill mid-append) all read the same cache."""
+    from sr_search.run.timing import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "FOLD_ALWAYS", 8)
+    path = tmp_path / "tc.parquet"
+    cache, other = TimingCache(path), TimingCache(path)
+    writes = []
+    real_write = cache_module.TimingCache._write
+    monkeypatch.setattr(cache_module.TimingCache, "_write", lambda self: (writes.append(1), real_write(self)))
+    for k in range(200):
+        cache.put(f"k{k}", TINY, fake_timing(latency=1.0 + k))
+    assert len(writes) < 8 + 40  # not 200: one rewrite per put only up to FOLD_ALWAYS entries
+    assert cache.journal.exists() and pq.read_table(path).num_rows < 200
+    assert len(other) == 200 and other.get("k150", TINY, "cpu-x").latency_ms == 151.0
+    other.put("k150", TINY, fake_timing(latency=0.5), replace=True)  # the other instance's append is seen
+    assert cache.get("k150", TINY, "cpu-x").latency_ms == 0.5
+    with open(cache.journal, "ab") as fh:
+        fh.write(b'\n{"deploy_key": "torn", "protoc')  # killed mid-append
+    reopened = TimingCache(path)
+    assert len(reopened) == 200 and reopened.get("k199", TINY, "cpu-x").latency_ms == 200.0
+    reopened.put("k200", TINY, fake_timing(latency=3.0))  # the next line starts after the torn one
+    assert TimingCache(path).get("k200", TINY, "cpu-x").latency_ms == 3.0 and len(TimingCache(path)) == 201
+    reopened.flush()
+    assert not reopened.journal.exists() and pq.read_table(path).num_rows == 201
+    assert TimingCache(path).get("k150", TINY, "cpu-x").latency_ms == 0.5

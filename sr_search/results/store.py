@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..columns import CATALOG, SPEC_AFTER, STATUSES
+from ..columns import CATALOG, SPEC_AFTER, STATUSES, TrialRow
 from ..errors import SrSearchError, StudyDataWarning
 from ..model.blocks import load_block_module
 from ..model.spec import ArchSpec, spec_field_infos
@@ -92,12 +92,12 @@ def spec_columns(spec: ArchSpec) -> dict[str, Any]:
 _TIMESTAMPS = ("started_at", "finished_at")
 
 
-def row_to_json(row: dict[str, Any]) -> str:
+def row_to_json(row: TrialRow) -> str:
     """A row as JSON, to travel from a worker to the driver (timestamps as ISO 8601)."""
     return json.dumps({k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()})
 
 
-def row_from_json(text: str) -> dict[str, Any]:
+def row_from_json(text: str) -> TrialRow:
     row = json.loads(text)
     for name in _TIMESTAMPS:
         if isinstance(row.get(name), str):
@@ -126,14 +126,14 @@ def _table(row: dict[str, Any]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def write_trial_row(study_dir: str | Path | StudyDir, row: dict[str, Any]) -> Path:
+def write_trial_row(study_dir: str | Path | StudyDir, row: TrialRow) -> Path:
     """Write one trial's row atomically; replaces an earlier row of the same trial."""
     path = StudyDir(study_dir).trial_file(row["trial_id"])
     _atomic_write(_table(row), path)
     return path
 
 
-def read_trial_row(study_dir: str | Path | StudyDir, trial_id: str) -> dict[str, Any] | None:
+def read_trial_row(study_dir: str | Path | StudyDir, trial_id: str) -> TrialRow | None:
     """A trial's row, or None when it has none (or its file is damaged: then it is moved aside, with a warning).
     A loose row file wins over a compacted part (the newer write)."""
     where = StudyDir(study_dir)

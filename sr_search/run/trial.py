@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..columns import is_quality
+from ..columns import TimedColumns, TrialRow, is_quality
 from ..errors import SrSearchError
 from ..model.blocks import family_source
 from ..model.deploy import check_equivalence, check_untrained, reparameterize
@@ -92,12 +92,12 @@ class TrialOutcome:
     """What a trial hands back to whoever records it: its row, a timing it measured (for the cache) and, when the
     study keeps checkpoints, the trained weights."""
 
-    row: dict[str, Any]
+    row: TrialRow
     timing: Timing | None = None
     weights: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
 
-def task_columns(task: TrialTask, study_name: str) -> dict[str, Any]:
+def task_columns(task: TrialTask, study_name: str) -> TrialRow:
     """The columns a trial's row has whatever happens to it: who it is and what it was asked to run."""
     columns = {
         "study": study_name, "trial_id": task.trial_id, **spec_columns(task.spec), "baseline": task.baseline,
@@ -358,7 +358,7 @@ RUNG_ONLY = ("status", "error", "rung", "train_iterations", "train_seconds", "fi
 
 
 def rung_row(row: dict[str, Any], index: int, result: train.TrainResult, quality: dict[str, float],
-             bicubic: dict[str, float], study: Study) -> dict[str, Any]:
+             bicubic: dict[str, float], study: Study) -> TrialRow:
     """The row a candidate stopped at a rung leaves: status 'pruned', the iterations it reached, and its quality
     there in `rung_*` columns only (never in `psnr_y`, so a partial result cannot pass for a full one)."""
     measured = {**quality, "psnr_gain": quality["psnr_y"] - bicubic["bicubic_psnr_y"]}
@@ -379,7 +379,7 @@ def rung_point(rung: dict[str, Any], objectives: dict[str, str]) -> list[float]:
     return point
 
 
-def timing_columns(measured: Timing, cached: bool) -> dict[str, Any]:
+def timing_columns(measured: Timing, cached: bool) -> TimedColumns:
     return {
         "latency_ms": measured.latency_ms, "latency_ms_p90": measured.latency_ms_p90,
         "latency_ms_mean": measured.latency_ms_mean,
@@ -392,7 +392,7 @@ def timing_columns(measured: Timing, cached: bool) -> dict[str, Any]:
     }
 
 
-def retimed_row(row: dict[str, Any], measured: Timing, study: Study) -> dict[str, Any]:
+def retimed_row(row: TrialRow, measured: Timing, study: Study) -> TrialRow:
     """`row` with an exclusive re-timing of its deployed network (the front's confirmation pass,
     docs/architecture.md, "Timing")."""
     out = {**row, **timing_columns(measured, cached=False), "timing_retimed": True}

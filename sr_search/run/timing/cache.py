@@ -7,12 +7,20 @@ stores the protocol's fingerprint, so redefining a custom protocol under the sam
 
 Only the driver writes the file (docs/architecture.md, "Decisions the code builds on"). A trial gets the entries of its
 own deployed network with its config (`entries`, then `TimingCache.in_memory`), so a worker reads no file of the study.
-A `put` still re-reads the file, merges, writes a temporary file and `os.replace`s it, so readers never see a
-half-written file.
+
+A `put` costs O(1) however large the cache: it appends one JSON line to a journal next to the parquet file
+(`timing_cache.parquet.journal`, flushed to disk), and the journal is folded into the parquet file (temporary file and
+`os.replace`, so readers never see half a file; then the journal is removed) once it holds an eighth of the entries,
+so rewriting stays O(1) per entry on average; a small cache (up to `FOLD_ALWAYS` entries) is folded on every put, and
+the driver folds at the end of a launch (`flush`), so the parquet file alone is the whole cache then. Read through this
+class, the parquet file and the journal are one cache at any moment; a kill mid-append leaves a torn last line, which
+is skipped (that timing is measured again), and a kill between folding and removing the journal replays entries that
+the parquet file already holds (the same values).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ...errors import SrSearchError
+from ...errors import SrSearchError, StudyWriteError
 from ...results.study_dir import atomic_write
 from ...study.protocols import TimingProtocol
 from .result import Timing
@@ -41,6 +49,13 @@ SCHEMA = pa.schema([
 _OPTIONAL = {"node", "runtime", "engine_build_s", "engine_versions", "engine_max_abs_err"}
 
 Key = tuple[str, str, str]
+#: a cache up to this size is rewritten on every put (cheap), so its parquet file is always complete
+FOLD_ALWAYS = 128
+
+
+def _key(row: dict[str, Any]) -> Key:
+    """What a timing is stored under (one place: a key that grows a field grows it here)."""
+    return (row["deploy_key"], row["protocol"], row["device_name"])
 
 
 class TimingCache:
@@ -49,13 +64,15 @@ class TimingCache:
     def __init__(self, path: str | os.PathLike[str] | None) -> None:
         self.path = Path(path) if path is not None else None
         self._rows: dict[Key, dict[str, Any]] = {}
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None  # the parquet file as last read
+        self._journal_stamp: tuple[int, int] | None = None  # (inode, bytes read) of the journal
+        self._journaled = 0  # entries in the journal, not folded yet
 
     @classmethod
     def in_memory(cls, entries: list[dict[str, Any]] = ()) -> TimingCache:
         """A cache held in memory only (a trial's view: the entries the driver sent with its config)."""
         cache = cls(None)
-        cache._rows = {(r["deploy_key"], r["protocol"], r["device_name"]): dict(r) for r in entries}
+        cache._rows = {_key(r): dict(r) for r in entries}
         return cache
 
     def entries(self, deploy_key: str, protocol: TimingProtocol) -> list[dict[str, Any]]:
@@ -85,10 +102,9 @@ class TimingCache:
         """Store `timing`. An exclusive entry is not overwritten by a non-exclusive one unless `replace`."""
         if timing.protocol != protocol.name:
             raise SrSearchError(f"timing was measured under {timing.protocol!r}, not protocol {protocol.name!r}")
-        key = (deploy_key, protocol.name, timing.device_name)
         row = {**timing.model_dump(), "deploy_key": deploy_key, "protocol_key": protocol.fingerprint(),
                "timed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        self._stamp = None
+        key = _key(row)
         self._refresh()
         old = self._rows.get(key)
         keep_old = (old is not None and not replace and old["exclusive"] and not timing.exclusive
@@ -96,22 +112,37 @@ class TimingCache:
         if keep_old:
             return
         self._rows[key] = row
-        self._write()
+        if self.path is None:
+            return
+        if len(self._rows) <= FOLD_ALWAYS or (self._journaled + 1) * 8 >= len(self._rows):
+            self._write()
+        else:
+            self._append(row)
+
+    def flush(self) -> None:
+        """Fold the journal into the parquet file (the driver, at the end of a launch)."""
+        self._refresh()
+        if self.path is not None and self._journaled:
+            self._write()
 
     # --- file handling --------------------------------------------------------------------------------------
 
     def _refresh(self) -> None:
-        """Re-read the file when it changed on disk (another process may have added entries)."""
+        """Re-read what changed on disk (another instance may have added entries): the parquet file when it was
+        replaced, then the journal's lines not read yet."""
         if self.path is None:
             return
         try:
             st = self.path.stat()
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
-            self._rows, self._stamp = {}, None
-            return
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp == self._stamp:
-            return
+            stamp = None
+        if stamp != self._stamp:
+            self._rows = self._read_parquet() if stamp is not None else {}
+            self._stamp, self._journal_stamp, self._journaled = stamp, None, 0
+        self._read_journal()
+
+    def _read_parquet(self) -> dict[Key, dict[str, Any]]:
         try:
             rows = pq.read_table(self.path).to_pylist()
         except (pa.ArrowException, OSError) as exc:
@@ -120,8 +151,55 @@ class TimingCache:
         missing = [name for name in SCHEMA.names if rows and name not in rows[0] and name not in _OPTIONAL]
         if missing:
             raise SrSearchError(f"timing cache {self.path} lacks columns {missing}; delete it to re-time")
-        self._rows = {(r["deploy_key"], r["protocol"], r["device_name"]): r for r in rows}
-        self._stamp = stamp
+        return {_key(r): r for r in rows}
+
+    @property
+    def journal(self) -> Path:
+        return self.path.with_name(self.path.name + ".journal")
+
+    def _read_journal(self) -> None:
+        try:
+            fh = open(self.journal, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            self._journal_stamp, self._journaled = None, 0
+            return
+        with fh:
+            inode = os.fstat(fh.fileno()).st_ino
+            # a journal is only ever replaced by a fold, which replaced the parquet file too (re-read above)
+            start = self._journal_stamp[1] if self._journal_stamp and self._journal_stamp[0] == inode else 0
+            fh.seek(start)
+            data = fh.read()
+        end = data.rfind(b"\n") + 1  # a torn last line (a kill mid-append) is left for no one: skipped
+        for line in data[:end].split(b"\n"):
+            try:
+                row = json.loads(line) if line.strip() else None
+            except ValueError:
+                row = None  # the torn line of an earlier kill, ended by the next append's newline
+            if isinstance(row, dict) and {"deploy_key", "protocol", "device_name"} <= set(row):
+                self._rows[_key(row)] = row
+                self._journaled += 1
+        self._journal_stamp = (inode, start + end)
+
+    def _append(self, row: dict[str, Any]) -> None:
+        """One entry at the end of the journal, flushed to disk; a newline first, so a line torn by a kill before
+        it never runs into this one."""
+        line = b"\n" + json.dumps({name: row.get(name) for name in SCHEMA.names}).encode() + b"\n"
+        try:
+            fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StudyWriteError(self.journal, exc) from exc
+        self._journaled += 1
+        if self._journal_stamp is not None and self._journal_stamp[0] == st.st_ino \
+                and self._journal_stamp[1] + len(line) == st.st_size:
+            self._journal_stamp = (st.st_ino, st.st_size)  # our own line: nothing to read back
+        elif self._journal_stamp is None and st.st_size == len(line):
+            self._journal_stamp = (st.st_ino, st.st_size)
 
     def _write(self) -> None:
         if self.path is None:
@@ -130,4 +208,11 @@ class TimingCache:
             [{name: row.get(name) for name in SCHEMA.names} for row in self._rows.values()], schema=SCHEMA
         )
         atomic_write(self.path, lambda tmp: pq.write_table(table, tmp))
-        self._stamp = None
+        try:
+            self.journal.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StudyWriteError(self.journal, exc) from exc
+        st = self.path.stat()
+        self._stamp, self._journal_stamp, self._journaled = (st.st_ino, st.st_mtime_ns, st.st_size), None, 0

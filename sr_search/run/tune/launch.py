@@ -236,6 +236,7 @@ def _retime_front(study: Study, folder: StudyDir, echo: Echo) -> None:
             fresh[key] = Timing.model_validate_json(text)
             cache.put(key, study.protocol, fresh[key], replace=True)
         write_trial_row(folder, retimed_row(row, fresh[key], study))
+    cache.flush()  # the parquet file alone is the whole cache once a launch ends
 
 
 def describe_session(study: Study, session: Session, folder: StudyDir) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow.fs as pafs
 from ray import tune
 
+from ...columns import TrialRow
 from ...model.spec import ArchSpec
 from ...results.progress import ProgressState, write_progress
 from ...results.parts import loose_files
@@ -111,6 +112,7 @@ class StudyRecorder(tune.Callback):
         self._update(force=True)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.cache.flush()  # the timing journal folded: the parquet file alone is the whole cache
         self.state.end()
         self._update(final=True)
 
@@ -128,7 +130,7 @@ class StudyRecorder(tune.Callback):
 
         atomic_write(target, copy)
 
-    def _write_row(self, row: dict[str, Any]) -> None:
+    def _write_row(self, row: TrialRow) -> None:
         """One row, O(1): its own file (atomic); every `compact_every` loose files, one compaction moves them into
         a part (`store.compact`: crash-safe at every step), so readers scan a few parts, not a file per trial."""
         write_trial_row(self.folder, row)
