@@ -17,8 +17,9 @@ Adding a column
    `ARROW_TYPES`), a direction only if a study may optimise it, a unit and a label when a report shows it.
    `fixed=False` for a column written only when measured (a RGB model's `psnr_rgb`): it is then absent from rows
    that lack it instead of a null in every row.
-2. Write the value where the row is built (`run.trial`); nothing else needs an edit: the schema, the objectives a
-   study may name and the report's labels follow.
+2. Declare it in the typed record of its stage (`TrialRow`'s parts below: the one of its kind), and write the value
+   where the row is built (`run.trial`); nothing else needs an edit: the schema, the objectives a study may name and
+   the report's labels follow.
 3. Never rename a landed column or change its Arrow type: study folders written by 0.1 and 0.2 hold it
    (`tests/test_columns.py` compares them column by column). A column that a family of names shares (one per
    validation set, one per constraint) is a `Family`.
@@ -27,8 +28,9 @@ Adding a column
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
-from typing import Literal
+from typing import Literal, TypedDict
 
 
 class TrialStatus(str, Enum):
@@ -178,6 +180,13 @@ CATALOG: tuple[Column, ...] = (
     # the quality flags (results/quality_flags.py): under bicubic, and the PSNR-Y the network started from
     Column("below_bicubic", _TRAIN, _BOOL, fixed=False),
     Column("start_psnr_y", _TRAIN, _F64, unit="dB", label="PSNR-Y before training", fixed=False),
+    # where a trial's time went (train_seconds: active training only): preparing and feeding data, validating,
+    # reparameterizing and checking the deployed network, timing it, and paused between rung segments
+    Column("data_seconds", _BOOK, _F64, unit="s", label="data time"),
+    Column("validate_seconds", _BOOK, _F64, unit="s", label="validation time"),
+    Column("deploy_seconds", _BOOK, _F64, unit="s", label="deploy time"),
+    Column("timing_seconds", _BOOK, _F64, unit="s", label="timing time"),
+    Column("paused_seconds", _BOOK, _F64, unit="s", label="paused time"),
 )
 #: the architecture's fields (every ArchSpec field, each registered family's) follow this column in a row file
 SPEC_AFTER = "error"
@@ -189,6 +198,9 @@ FAMILIES: tuple[Family, ...] = (
     Family("psnr_rgb_", _QUAL, _F64, "dB"),
     Family("bicubic_", _REF, _F64),
     Family("constraint_", _LIMIT, _F64),
+    # a study that also times in other runtimes (`also_time`): the latency under each, and why one failed
+    Family("latency_ms@", _TIMED, _F64, "ms"),
+    Family("timing_error@", _BOOK, _STR),
 )
 
 BY_NAME: dict[str, Column] = {c.name: c for c in CATALOG}
@@ -196,9 +208,6 @@ BY_NAME: dict[str, Column] = {c.name: c for c in CATALOG}
 
 def column(name: str) -> Column | None:
     """The catalog's column `name` (None for a family's column or an unknown one)."""
-    # a study that also times in other runtimes (`also_time`): the latency under each, and why one failed
-    Family("latency_ms@", _TIMED, _F64, "ms"),
-    Family("timing_error@", _BOOK, _STR),
     return BY_NAME.get(name)
 
 
@@ -238,6 +247,139 @@ def is_quality(name: str) -> bool:
     return name in QUALITY or name.startswith(QUALITY_PREFIXES)
 
 
+
+# --- the row, typed by stage ------------------------------------------------------------------------------------
+# What a trial sends the driver and the driver writes (`results.store.write_trial_row`): a `TrialRow`. One TypedDict
+# per stage of a trial, each holding the columns of its kinds (tests/test_columns.py keeps them equal to `CATALOG`);
+# every value may be None (a failed or infeasible trial has no quality). A row also holds the spec's fields and the
+# families' columns (`psnr_y_<set>`, `constraint_<name>`), which depend on the study and are not listed here.
+
+class TrialIdentity(TypedDict, total=False):
+    """Who the trial is: every row has these (`run.trial.task_columns`), and the spec's fields."""
+
+    study: str | None
+    trial_id: str | None
+    arch_json: str | None
+    arch_key: str | None
+    deploy_key: str | None
+    baseline: str | None
+    factor: str | None
+    level: str | None
+    seed: int | None
+    source_trial_id: str | None
+
+
+class TrialBookkeeping(TypedDict, total=False):
+    """How it ran: its status (a `TrialStatus` value) and error, when and where, where its time went."""
+
+    status: str | None
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    host: str | None
+    node: str | None
+    versions: str | None
+    engine_failure: str | None
+    data_seconds: float | None
+    validate_seconds: float | None
+    deploy_seconds: float | None
+    timing_seconds: float | None
+    paused_seconds: float | None
+
+
+class CostColumns(TypedDict, total=False):
+    """Known before training: the deployed network's exact cost, and how far it breaks a constraint
+    (`constraint_<name>` too)."""
+
+    params_deploy: int | None
+    macs_deploy: int | None
+    reparam_max_abs_err: float | None
+    ntire_esr_gflops: float | None
+    constraint_violation: float | None
+
+
+class TimedColumns(TypedDict, total=False):
+    """The deployed network's timing and how it was measured (`run.trial.timing_columns`)."""
+
+    latency_ms: float | None
+    latency_ms_p90: float | None
+    latency_ms_mean: float | None
+    throughput: float | None
+    mpix_per_s: float | None
+    timing_protocol: str | None
+    timing_device: str | None
+    timing_precision: str | None
+    timing_exclusive: bool | None
+    timing_cached: bool | None
+    timing_retimed: bool | None
+    timing_node: str | None
+    peak_mem_mb: float | None
+    timing_runtime: str | None
+    engine_build_s: float | None
+    engine_versions: str | None
+    engine_max_abs_err: float | None
+
+
+class TrainingColumns(TypedDict, total=False):
+    """The training run."""
+
+    params_train: int | None
+    collapsed: bool | None
+    train_iterations: int | None
+    train_seconds: float | None
+    final_loss: float | None
+    val_curve: str | None
+    continued_from_iterations: int | None
+    below_bicubic: bool | None
+    start_psnr_y: float | None
+
+
+class QualityColumns(TypedDict, total=False):
+    """Measured on the validation images after training (`psnr_y_<set>` too), and the bicubic baseline's
+    scores on them."""
+
+    psnr_y: float | None
+    ssim_y: float | None
+    bicubic_psnr_y: float | None
+    psnr_gain: float | None
+    ntire_score: float | None
+    ntire_esr_score: float | None
+    psnr_rgb: float | None
+    bicubic_ssim_y: float | None
+    bicubic_psnr_rgb: float | None
+
+
+class RungColumns(TypedDict, total=False):
+    """Successive halving: the last rung a stopped candidate reached (its quality there, never in `psnr_y`)."""
+
+    rung: int | None
+    rung_iterations: int | None
+    rung_psnr_y: float | None
+    rung_ssim_y: float | None
+    rung_psnr_gain: float | None
+
+
+class TrialRow(TrialIdentity, TrialBookkeeping, CostColumns, TimedColumns, TrainingColumns, QualityColumns, RungColumns,
+               total=False):
+    """One trial's row: `study`, `trial_id` and `status` always, the rest as far as the trial got."""
+
+
+#: the typed record of each kind's columns
+STAGES: dict[Kind, type] = {
+    Kind.IDENTITY: TrialIdentity,
+    Kind.BOOKKEEPING: TrialBookkeeping,
+    Kind.COST: CostColumns,
+    Kind.CONSTRAINT: CostColumns,
+    Kind.TIMED: TimedColumns,
+    Kind.TIMING: TimedColumns,
+    Kind.TRAINING: TrainingColumns,
+    Kind.QUALITY: QualityColumns,
+    Kind.REFERENCE: QualityColumns,
+    Kind.RUNG: RungColumns,
+}
+
+
 __all__ = ["ARROW_TYPES", "CATALOG", "Column", "DEFAULT_OBJECTIVES", "DEPLOYED_COST", "FAMILIES", "Family", "Kind",
            "LABELS", "OBJECTIVES", "QUALITY", "SPEC_AFTER", "STATUSES", "TIMED", "TrialStatus", "UNITS", "USES_TIMING",
-           "column", "is_quality", "kind_of", "names"]
+           "column", "is_quality", "kind_of", "names", "TrialRow", "STAGES", "TrialIdentity", "TrialBookkeeping",
+           "CostColumns", "TimedColumns", "TrainingColumns", "QualityColumns", "RungColumns"]

@@ -100,3 +100,23 @@ def test_the_catalog_loads_without_pyarrow_pandas_or_torch():
             "print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_typed_row_of_each_stage_holds_exactly_its_kinds_columns_with_their_types():
+    import typing
+    from datetime import datetime
+
+    python = {"large_string": str, "int64": int, "float64": float, "bool": bool, "timestamp[us, tz=UTC]": datetime}
+    for kind in columns.Kind:
+        stage = columns.STAGES[kind]
+        hints = typing.get_type_hints(stage)
+        mine = {c.name: c for c in CATALOG if c.kind is kind}
+        missing = [n for n in mine if n not in hints]
+        assert not missing, f"declare {missing} in {stage.__name__} (sr_search/columns.py), the typed row of {kind.value}"
+        for name, c in mine.items():
+            assert hints[name] == python[c.arrow] | None, (name, hints[name], c.arrow)
+        kinds = {k for k, s in columns.STAGES.items() if s is stage}
+        stray = [n for n in hints if columns.kind_of(n) not in kinds]
+        assert not stray, f"{stage.__name__} declares {stray}, which the catalog does not give its kinds"
+    row_keys = set(typing.get_type_hints(columns.TrialRow))
+    assert row_keys == {c.name for c in CATALOG}
