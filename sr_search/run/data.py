@@ -306,6 +306,8 @@ def _warn_once(key: str, message: str) -> None:
 def _decode(path: Path, cache: DataCache | None) -> np.ndarray:
     t = time.perf_counter()
     img = read_image(path)
+    if not img.flags.writeable:  # PIL's buffer: torch takes only writable arrays (never written here)
+        img = img.copy()
     DECODES[str(path)] += 1
     if cache is not None:
         cache.journal("decode", str(path), time.perf_counter() - t)

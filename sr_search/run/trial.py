@@ -17,6 +17,7 @@ import json
 import math
 import platform
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -180,7 +181,9 @@ def run_trial(
         return outcome
 
     if rungs is not None and rungs.resume is not None:  # cost and timing were measured when it started
+        resumed_at = row["started_at"]
         row.update({k: v for k, v in rungs.resume["row"].items() if k not in RUNG_ONLY and not k.startswith("rung_")})
+        row["paused_seconds"] = paused_seconds(rungs.resume["row"], resumed_at)
     else:
         cut_short = _cost_first(task, study, timer, row, outcome)
         if cut_short is not None:
@@ -219,8 +222,10 @@ def _cost_first(task: TrialTask, study: Study, timer: Timer, row: dict[str, Any]
     limits = study.constraints()
     violations = limits.violations(params=cost.params_deploy, macs=cost.macs_deploy)
     if all(v <= 0 for v in violations.values()):
+        timing_start = time.perf_counter()
         try:
             measured, cached = timer(spec)
+            row["timing_seconds"] = time.perf_counter() - timing_start
         except SrSearchError as exc:
             if isinstance(exc, EngineError):  # exported, built or checked wrongly: recorded, never timed
                 row.update(timing_runtime=protocol.runtime, engine_failure=exc.stage)
@@ -228,6 +233,7 @@ def _cost_first(task: TrialTask, study: Study, timer: Timer, row: dict[str, Any]
         row.update(timing_columns(measured, cached))
         outcome.timing = None if cached else measured
         failed = _also_time(spec, study, timer, row)
+        row["timing_seconds"] = time.perf_counter() - timing_start  # every protocol it is timed under
         if failed is not None:
             return "failed", failed
         violations.update(limits.violations(latency_ms=measured.latency_ms))
@@ -267,12 +273,14 @@ def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, 
     if task.warm_start is not None:  # `confirm --continue`: from the proxy's weights, for the rest of the budget
         study = study.model_copy(update={"train": study.train.model_copy(update={
             "warm_start": task.warm_start, "iterations": study.train.iterations - (task.warm_iterations or 0)})})
+    load_start = time.perf_counter()
     try:
         train_data = _train_data(study.data, spec.scale, spec.colors, str(device))
         val_sets, bicubic = _val_data(study.data, spec.scale, spec.colors, spec.unshuffle)
         data_mod.check_val(spec, val_sets)
     except SrSearchError as exc:
         return finish("failed", str(exc))
+    spent = {"data": time.perf_counter() - load_start, "validate": 0.0}  # before the trainer (and its state) exists
     torch.manual_seed(task.seed)  # the same initial weights whatever ran before in this process
     model = build(spec).to(device)
 
@@ -288,12 +296,15 @@ def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, 
                                 on_validation=on_validation,
                                 on_progress=(lambda done: report({"iteration": done})) if report else None)
         if rungs is None or rungs.resume is None:  # where it starts (a resumed row has it): a collapse ends far below
+            val_start = time.perf_counter()
             row["start_psnr_y"] = val_fn(trainer.model)["psnr_y"]
-        result = _train_through_rungs(trainer, rungs, row, study, val_fn, bicubic)
+            spent["validate"] += time.perf_counter() - val_start
+        result = _train_through_rungs(trainer, rungs, row, study, val_fn, bicubic, spent)
     except SrSearchError as exc:  # e.g. a warm-start checkpoint that does not fit this candidate
         return finish("failed", str(exc))
-    row.update(train_iterations=result.iterations, train_seconds=result.seconds, final_loss=result.final_loss,
-               val_curve=json.dumps([[it, round(m["psnr_y"], 6)] for it, m in result.validations]))
+    row.update(train_iterations=result.iterations, final_loss=result.final_loss,
+               val_curve=json.dumps([[it, round(m["psnr_y"], 6)] for it, m in result.validations]),
+               **time_columns(trainer, row))  # train_seconds among them: active training only
     if result.status != "complete":
         del model, trainer
         train.release_memory(device)
@@ -301,20 +312,24 @@ def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, 
 
     # 3. Deploy and check that it is the same function.
     model.eval()
+    deploy_start = time.perf_counter()
     deployed = reparameterize(model)
     err = check_equivalence(model, deployed)
     row["reparam_max_abs_err"] = err
+    row["deploy_seconds"] = time.perf_counter() - deploy_start
     if not err <= EQUIVALENCE_TOLERANCE:
         return finish("failed", f"reparameterized model differs from the trained one: max abs error {err:.3g}")
     if study.keep_checkpoints:
         outcome.weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
     # 4. Quality of what is deployed.
+    val_start = time.perf_counter()
     row.update(metrics.evaluate(deployed, val_sets, spec.scale, spec.colors, device))
     row.update(bicubic)
     row["psnr_gain"] = row["psnr_y"] - row["bicubic_psnr_y"]
     # below bicubic (under-trained) and collapsed (a defect) are two flags, defined in results.quality_flags
     spread = output_spread(deployed, val_sets, spec.scale, spec.colors, device)
+    row["validate_seconds"] += time.perf_counter() - val_start
     row.update(row_flags(row["psnr_y"], row["bicubic_psnr_y"], row.get("start_psnr_y"), spread))
     row.update(score_columns(row, study.protocol.score))
     return finish("complete")
@@ -333,12 +348,16 @@ def _check_untrained(spec: ArchSpec, device: torch.device, seed: int) -> tuple[f
 
 def _train_through_rungs(trainer: train.Trainer, rungs: Rungs | None, row: dict[str, Any], study: Study,
                          val_fn: Callable[[torch.nn.Module], dict[str, float]],
-                         bicubic: dict[str, float]) -> train.TrainResult:
-    """Train to the full budget, stopping at each rung to report the quality so far."""
+                         bicubic: dict[str, float], spent: dict[str, float] | None = None) -> train.TrainResult:
+    """Train to the full budget, stopping at each rung to report the quality so far. `spent`: seconds this
+    segment spent on data and validation before the trainer existed (added to its running totals)."""
     first = 0
     if rungs is not None and rungs.resume is not None:
         trainer.load_state_dict(rungs.resume["trainer"])
         first = rungs.resume["rung"] + 1
+    trainer.data_seconds += (spent or {}).get("data", 0.0)
+    trainer.validate_seconds += (spent or {}).get("validate", 0.0)
+    if rungs is not None and rungs.resume is not None:
         rungs.on_rung(rungs.resume["rung"], rungs.resume["row"], trainer.state_dict)  # decided again, as it was
     for index, budget in enumerate(rungs.budgets if rungs is not None else ()):
         if index < first or budget >= study.train.iterations:
@@ -347,10 +366,31 @@ def _train_through_rungs(trainer: train.Trainer, rungs: Rungs | None, row: dict[
         if result.status != "complete":
             return result
         trainer.model.eval()
+        val_start = time.perf_counter()
         quality = val_fn(trainer.model)  # the training form in eval mode computes the deployed function
+        trainer.validate_seconds += time.perf_counter() - val_start
         trainer.model.train()
-        rungs.on_rung(index, rung_row(row, index, result, quality, bicubic, study), trainer.state_dict)
+        stopped = {**rung_row(row, index, result, quality, bicubic, study), **time_columns(trainer, row),
+                   "finished_at": _now()}  # when it stopped here: a resumed trial counts its pause from it
+        rungs.on_rung(index, stopped, trainer.state_dict)
     return trainer.run_until(study.train.iterations)
+
+
+def time_columns(trainer: train.Trainer, row: dict[str, Any]) -> dict[str, float]:
+    """Where the trial's time went so far, over all its segments: active training, data (preparing or mapping the
+    images, cutting and feeding batches), validation, and the pauses between segments."""
+    return {"train_seconds": trainer.seconds, "data_seconds": trainer.data_seconds,
+            "validate_seconds": trainer.validate_seconds, "paused_seconds": float(row.get("paused_seconds") or 0.0)}
+
+
+def paused_seconds(stopped_row: dict[str, Any], resumed_at: datetime) -> float:
+    """The pauses of a trial resumed at `resumed_at` from the rung row it left when it stopped: the earlier ones
+    plus the time since it stopped."""
+    before = float(stopped_row.get("paused_seconds") or 0.0)
+    stopped = stopped_row.get("finished_at")
+    if not isinstance(stopped, datetime):
+        return before
+    return before + max(0.0, (resumed_at - stopped).total_seconds())
 
 
 #: columns of a rung's row that a finished trial does not keep

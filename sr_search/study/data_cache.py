@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -119,6 +120,7 @@ class DataCache:
         self.max_bytes = None if max_gb is None else int(max_gb * 1e9)
         self._unusable: str | None = None
         self._checked = False
+        self._check_lock = threading.Lock()  # filling threads ask at once; one checks, the others wait for it
 
     @classmethod
     def from_setting(cls, value: str | None, max_gb: float | None = DEFAULT_MAX_GB) -> DataCache:
@@ -165,16 +167,17 @@ class DataCache:
         """Why entries cannot be written here (None: they can). Checked once per process by writing a probe."""
         if self.root is None:
             return "the cache is off (data.cache: off)"
-        if not self._checked:
-            self._checked = True
-            try:
-                for part in ("entries", "locks", "tmp"):
-                    self._dir(part).mkdir(parents=True, exist_ok=True)
-                probe = self._dir("tmp") / f"probe.{os.getpid()}.{time.monotonic_ns()}"
-                probe.write_bytes(b"x")
-                probe.unlink()
-            except OSError as exc:
-                self._unusable = f"{type(exc).__name__}: {exc.strerror or exc}"
+        with self._check_lock:
+            if not self._checked:
+                try:
+                    for part in ("entries", "locks", "tmp"):
+                        self._dir(part).mkdir(parents=True, exist_ok=True)
+                    probe = self._dir("tmp") / f"probe.{os.getpid()}.{threading.get_ident()}.{time.monotonic_ns()}"
+                    probe.write_bytes(b"x")
+                    probe.unlink()
+                except OSError as exc:
+                    self._unusable = f"{type(exc).__name__}: {exc.strerror or exc}"
+                self._checked = True
         return self._unusable
 
     def write(self, name: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Entry:
