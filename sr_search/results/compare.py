@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..columns import USES_TIMING
+from ..columns import USES_TIMING, TrialStatus
 from ..errors import SrSearchError
 from .pareto import (
     ZERO_REFERENCE, HypervolumeReference, dominance, hypervolume_reference, pareto_front, study_hypervolume,
@@ -75,7 +75,7 @@ class StudyRows:
 
     @property
     def complete(self) -> pd.DataFrame:
-        return self.rows[self.rows["status"].astype("string").eq("complete").fillna(False).astype(bool)]
+        return self.rows[self.rows["status"].astype("string").eq(TrialStatus.COMPLETE).fillna(False).astype(bool)]
 
     def values(self, column: str) -> list:
         """The distinct non-missing values of `column` among complete rows, in order of appearance."""

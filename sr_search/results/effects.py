@@ -41,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..columns import DEPLOYED_COST, TIMED
+from ..columns import DEPLOYED_COST, TIMED, TrialStatus
 from ..study.model import DEFAULT_OBJECTIVES, METRICS
 from .contrasts import (
     NO_DATA, NO_NOISE, NOISE_FLOOR, PAIRED, Cell, Estimate, estimate, noise_sd, seeds_needed, verdict,
@@ -164,7 +164,7 @@ class _Design:
         by_seed: dict[int, list[float]] = {}
         for r in rows:
             value = to_float(r.get(objective))
-            if r.get("status") == "complete" and math.isfinite(value):
+            if r.get("status") == TrialStatus.COMPLETE and math.isfinite(value):
                 by_seed.setdefault(seed_of(r), []).append(value)
         return {seed: float(np.mean(v)) for seed, v in by_seed.items()}
 
@@ -266,7 +266,7 @@ class _Design:
               variant_rows: list[dict[str, Any]], objective: str, direction: str | None) -> dict[str, Any]:
         """Cost depends on the deployed network only: the same network as the base's is no effect at all; another
         network's cost is exact (params, MACs) or as good as its timing (its median-to-p90 spread)."""
-        done = [r for w, rows in cells for r in rows if r.get("status") == "complete"]
+        done = [r for w, rows in cells for r in rows if r.get("status") == TrialStatus.COMPLETE]
         keys = {r.get("deploy_key") for r in done}
         n = min((len(v) for _, v in measured), default=0)
         if not variant_rows or not done or n == 0:
@@ -328,7 +328,8 @@ class _Design:
         for name in directions:
             base = self.values(base_rows, name)
             frame[f"delta_{name}"] = [
-                to_float(r.get(name)) - base.get(seed_of(r), math.nan) if r.get("status") == "complete" else math.nan
+                to_float(r.get(name)) - base.get(seed_of(r), math.nan) if r.get("status") == TrialStatus.COMPLETE
+                else math.nan
                 for r in out]
         frame["_factor"] = frame["factor"].map({f: i for i, f in enumerate(self.factors)})
         keys = ["_factor", "_order", *(["seed"] if "seed" in frame.columns else [])]

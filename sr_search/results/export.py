@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SrSearchError
+from ..columns import TrialStatus
 from ..model.deploy import check_equivalence, default_check_size, reparameterize
 from ..model.network import build
 from ..model.spec import ArchSpec
@@ -39,7 +40,7 @@ def load_trained(study_dir: str | Path, trial_id: str) -> torch.nn.Module:
             raise SrSearchError(f"trial {trial_id}'s row was damaged and set aside ({aside}); it runs again on "
                                 f"launch --resume, and can be exported after that")
         raise SrSearchError(f"no trial {trial_id!r} in {folder.root} (its rows are {folder.trials}/*.parquet)")
-    if row["status"] != "complete":
+    if row["status"] != TrialStatus.COMPLETE:
         raise SrSearchError(f"trial {trial_id} did not complete (status {row['status']}: {row.get('error')})")
     ckpt = folder.inside(folder.checkpoint(trial_id))
     if not ckpt.exists():

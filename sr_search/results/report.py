@@ -22,6 +22,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from ..errors import SrSearchError
+from ..columns import TrialStatus
 from .effects import ablation_effects, budget_hint, quality_objective
 from .effects_figure import plot_effects
 from .effects_view import effects_display, hint_text, rules_text
@@ -127,7 +128,7 @@ def _summary_section(df: pd.DataFrame) -> str:
     counts = df["status"].astype(str).value_counts()
     parts = ", ".join(f"{n} {html.escape(status)}" for status, n in counts.items())
     text = f"<p>{len(df)} trials: {parts}.</p>" if len(df) else "<p>The study has no trials yet.</p>"
-    if len(df) and not (df["status"] == "complete").any():
+    if len(df) and not (df["status"] == TrialStatus.COMPLETE).any():
         text += (
             '<div class="notice"><h2>No trial completed</h2><p>None of the '
             f"{len(df)} trials finished, so there is no front and no figure. The reasons are listed "
@@ -261,13 +262,13 @@ def _hypervolume_section(df: pd.DataFrame, objectives: dict[str, str], out: Path
 
 
 def _failures_section(df: pd.DataFrame) -> str:
-    rest = df[df["status"].astype(str) != "complete"]
+    rest = df[df["status"].astype(str) != TrialStatus.COMPLETE]
     if rest.empty:
         return ""
     errors = rest["error"] if "error" in rest.columns else pd.Series(None, index=rest.index)
     reasons = errors.map(lambda e: "(no error recorded)" if _missing(e) or not str(e).strip() else str(e).strip())
     if "rung_iterations" in rest.columns:  # stopped early: say where, not "no error"
-        pruned = rest["status"].astype(str) == "pruned"
+        pruned = rest["status"].astype(str) == TrialStatus.PRUNED
         reasons[pruned] = [f"stopped early by successive halving at {int(n)} iterations" if not _missing(n)
                            else "stopped early by successive halving" for n in rest.loc[pruned, "rung_iterations"]]
     grouped = (

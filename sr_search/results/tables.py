@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..columns import DEFAULT_OBJECTIVES
+from ..columns import DEFAULT_OBJECTIVES, TrialStatus
 from ..columns import LABELS as COLUMN_LABELS
 from ..columns import UNITS as COLUMN_UNITS
 from .pareto import knee_point, pareto_front
@@ -121,7 +121,7 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _complete(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["status"].astype(str) == "complete"]
+    return df[df["status"].astype(str) == TrialStatus.COMPLETE]
 
 
 def _numeric(df: pd.DataFrame, column: str) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..columns import TimedColumns, TrialRow, is_quality
+from ..columns import TimedColumns, TrialRow, TrialStatus, is_quality
 from ..errors import SrSearchError
 from ..model.blocks import family_source
 from ..model.deploy import check_equivalence, check_untrained, reparameterize
@@ -172,7 +172,7 @@ def run_trial(
     training at each rung budget to report the quality so far (successive halving: the caller may never return).
     """
     timer = timer or local_timer(study, device, exclusive_timing)
-    row = {**task_columns(task, study.name), "status": "complete", "error": None, "started_at": _now(),
+    row = {**task_columns(task, study.name), "status": TrialStatus.COMPLETE, "error": None, "started_at": _now(),
            "host": socket.gethostname(), "versions": versions(task.spec.block), "timing_protocol": study.protocol.name}
     outcome = TrialOutcome(row)
 
@@ -198,7 +198,7 @@ def run_trial(
         oom = (f"out of GPU memory {stage} (batch {study.train.batch_size}, LR patch {study.train.lr_patch}): "
                f"{first_line}")
     train.release_memory(device)  # outside the except clause: its traceback no longer pins the tensors
-    return finish("failed", oom)
+    return finish(TrialStatus.FAILED, oom)
 
 
 def _cost_first(task: TrialTask, study: Study, timer: Timer, row: dict[str, Any],
@@ -210,7 +210,7 @@ def _cost_first(task: TrialTask, study: Study, timer: Timer, row: dict[str, Any]
         cost = protocol_cost(spec, protocol)
     except SrSearchError as exc:  # e.g. the protocol's input size does not divide by the unshuffle factor
         row["constraint_input_size"] = 1.0
-        return "infeasible", f"cannot run under timing protocol {protocol.name!r}: {exc}"
+        return TrialStatus.INFEASIBLE, f"cannot run under timing protocol {protocol.name!r}: {exc}"
     row.update(params_train=cost.params_train, params_deploy=cost.params_deploy, macs_deploy=cost.macs_deploy)
     if study.protocol.score in ESR:  # the organisers' FLOPs: fvcore at 1x3x256x256
         row["ntire_esr_gflops"] = fvcore_gflops(deploy_pair(spec)[1], spec.colors)
@@ -218,7 +218,7 @@ def _cost_first(task: TrialTask, study: Study, timer: Timer, row: dict[str, Any]
         data_mod.check_patch(spec, study.train.lr_patch)
     except SrSearchError as exc:  # the study's patch size cannot feed this candidate (ESA, unshuffle)
         row["constraint_lr_patch"] = 1.0
-        return "infeasible", str(exc)
+        return TrialStatus.INFEASIBLE, str(exc)
     limits = study.constraints()
     violations = limits.violations(params=cost.params_deploy, macs=cost.macs_deploy)
     if all(v <= 0 for v in violations.values()):
@@ -229,19 +229,19 @@ def _cost_first(task: TrialTask, study: Study, timer: Timer, row: dict[str, Any]
         except SrSearchError as exc:
             if isinstance(exc, EngineError):  # exported, built or checked wrongly: recorded, never timed
                 row.update(timing_runtime=protocol.runtime, engine_failure=exc.stage)
-            return "failed", f"timing failed: {exc}"
+            return TrialStatus.FAILED, f"timing failed: {exc}"
         row.update(timing_columns(measured, cached))
         outcome.timing = None if cached else measured
         failed = _also_time(spec, study, timer, row)
         row["timing_seconds"] = time.perf_counter() - timing_start  # every protocol it is timed under
         if failed is not None:
-            return "failed", failed
+            return TrialStatus.FAILED, failed
         violations.update(limits.violations(latency_ms=measured.latency_ms))
     row["constraint_violation"] = max(violations.values()) if violations else None
     row.update({f"constraint_{k}": float(v) for k, v in violations.items()})
     if any(v > 0 for v in violations.values()):
         broken = ", ".join(f"{k} exceeded by {v:g}" for k, v in violations.items() if v > 0)
-        return "infeasible", f"violates the space's constraints: {broken}"
+        return TrialStatus.INFEASIBLE, f"violates the space's constraints: {broken}"
     return None
 
 
@@ -269,7 +269,7 @@ def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, 
     untrained = _check_untrained(spec, device, task.seed)  # a broken fusion fails here, before any training
     if untrained is not None:
         row["reparam_max_abs_err"] = untrained[0]
-        return finish("failed", f"before training: {untrained[1]}")
+        return finish(TrialStatus.FAILED, f"before training: {untrained[1]}")
     if task.warm_start is not None:  # `confirm --continue`: from the proxy's weights, for the rest of the budget
         study = study.model_copy(update={"train": study.train.model_copy(update={
             "warm_start": task.warm_start, "iterations": study.train.iterations - (task.warm_iterations or 0)})})
@@ -279,7 +279,7 @@ def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, 
         val_sets, bicubic = _val_data(study.data, spec.scale, spec.colors, spec.unshuffle)
         data_mod.check_val(spec, val_sets)
     except SrSearchError as exc:
-        return finish("failed", str(exc))
+        return finish(TrialStatus.FAILED, str(exc))
     spent = {"data": time.perf_counter() - load_start, "validate": 0.0}  # before the trainer (and its state) exists
     torch.manual_seed(task.seed)  # the same initial weights whatever ran before in this process
     model = build(spec).to(device)
@@ -301,14 +301,14 @@ def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, 
             spent["validate"] += time.perf_counter() - val_start
         result = _train_through_rungs(trainer, rungs, row, study, val_fn, bicubic, spent)
     except SrSearchError as exc:  # e.g. a warm-start checkpoint that does not fit this candidate
-        return finish("failed", str(exc))
+        return finish(TrialStatus.FAILED, str(exc))
     row.update(train_iterations=result.iterations, final_loss=result.final_loss,
                val_curve=json.dumps([[it, round(m["psnr_y"], 6)] for it, m in result.validations]),
                **time_columns(trainer, row))  # train_seconds among them: active training only
     if result.status != "complete":
         del model, trainer
         train.release_memory(device)
-        return finish("failed", result.error)
+        return finish(TrialStatus.FAILED, result.error)
 
     # 3. Deploy and check that it is the same function.
     model.eval()
@@ -318,7 +318,8 @@ def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, 
     row["reparam_max_abs_err"] = err
     row["deploy_seconds"] = time.perf_counter() - deploy_start
     if not err <= EQUIVALENCE_TOLERANCE:
-        return finish("failed", f"reparameterized model differs from the trained one: max abs error {err:.3g}")
+        return finish(TrialStatus.FAILED,
+                      f"reparameterized model differs from the trained one: max abs error {err:.3g}")
     if study.keep_checkpoints:
         outcome.weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
@@ -332,7 +333,7 @@ def _train_deploy_evaluate(task: TrialTask, study: Study, device: torch.device, 
     row["validate_seconds"] += time.perf_counter() - val_start
     row.update(row_flags(row["psnr_y"], row["bicubic_psnr_y"], row.get("start_psnr_y"), spread))
     row.update(score_columns(row, study.protocol.score))
-    return finish("complete")
+    return finish(TrialStatus.COMPLETE)
 
 
 def _check_untrained(spec: ArchSpec, device: torch.device, seed: int) -> tuple[float, str] | None:
@@ -404,8 +405,8 @@ def rung_row(row: dict[str, Any], index: int, result: train.TrainResult, quality
     measured = {**quality, "psnr_gain": quality["psnr_y"] - bicubic["bicubic_psnr_y"]}
     rung = {**row, **bicubic, **{f"rung_{k}": v for k, v in measured.items()}}
     measured.update({k.removeprefix("rung_"): v for k, v in score_columns(rung, study.protocol.score, "rung_").items()})
-    return {**row, **bicubic, "status": "pruned", "error": None, "rung": index, "rung_iterations": result.iterations,
-            "train_iterations": result.iterations, "train_seconds": result.seconds, "final_loss": result.final_loss,
+    return {**row, **bicubic, "status": TrialStatus.PRUNED, "error": None, "rung": index,
+            "rung_iterations": result.iterations, "train_iterations": result.iterations, "train_seconds": result.seconds, "final_loss": result.final_loss,
             **{f"rung_{k}": v for k, v in measured.items()}}
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow.fs as pafs
 from ray import tune
 
-from ...columns import TrialRow
+from ...columns import TrialRow, TrialStatus
 from ...model.spec import ArchSpec
 from ...results.progress import ProgressState, write_progress
 from ...results.parts import loose_files
@@ -102,7 +102,7 @@ class StudyRecorder(tune.Callback):
         if trial.error_file and Path(trial.error_file).exists():
             lines = Path(trial.error_file).read_text().strip().splitlines()
             reason = f"trial crashed: {lines[-1] if lines else 'no message'}"
-        row = {**task_columns(task_of(config), self.study.name), "status": "failed", "error": reason}
+        row = {**task_columns(task_of(config), self.study.name), "status": TrialStatus.FAILED, "error": reason}
         self._write_row(row)
         self.state.finish(config["trial_id"], row)
         self._update(force=True)

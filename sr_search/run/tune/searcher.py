@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from ...columns import TrialStatus
+from ...columns import TrialRow, TrialStatus
 from ...model.spec import ArchSpec
 from ...results.store import row_from_json
 from ...study.model import Study
@@ -199,7 +199,8 @@ class StudySearcher(Searcher):
             return
         text = result.get("row") or result.get("rung_row") if result else None
         text = text if isinstance(text, str) else self.rung_rows.get(trial_id)
-        self.book.tell(number, row_from_json(text) if text is not None and not error else {"status": "failed"})
+        failed: TrialRow = {"status": TrialStatus.FAILED}
+        self.book.tell(number, row_from_json(text) if text is not None and not error else failed)
 
 
 def _finite(value: Any) -> bool:
