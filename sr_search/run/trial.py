@@ -406,7 +406,8 @@ def rung_row(row: dict[str, Any], index: int, result: train.TrainResult, quality
     rung = {**row, **bicubic, **{f"rung_{k}": v for k, v in measured.items()}}
     measured.update({k.removeprefix("rung_"): v for k, v in score_columns(rung, study.protocol.score, "rung_").items()})
     return {**row, **bicubic, "status": TrialStatus.PRUNED, "error": None, "rung": index,
-            "rung_iterations": result.iterations, "train_iterations": result.iterations, "train_seconds": result.seconds, "final_loss": result.final_loss,
+            "rung_iterations": result.iterations, "train_iterations": result.iterations,
+            "train_seconds": result.seconds, "final_loss": result.final_loss,
             **{f"rung_{k}": v for k, v in measured.items()}}
 
 
