@@ -9,20 +9,38 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..columns import LABELS
-from .fidelity import Fidelity
 
-__all__ = ["plot_fidelity", "png_bytes"]
+__all__ = ["FidelityView", "plot_fidelity", "png_bytes"]
 
 _PROXY, _CONFIRMED, _MOVED = "#8c8c8c", "#0072b2", "#d55e00"
 
 
-def plot_fidelity(fid: Fidelity) -> Figure | None:
+class FidelityView(Protocol):
+    """What the figure draws of a `fidelity.Fidelity` (described here, so the arrow runs one way: `fidelity` ->
+    `fidelity_figure`)."""
+
+    metric: str
+    objectives: dict[str, str]
+    proxy_iterations: int | None
+    confirmed_iterations: int | None
+    pairs: pd.DataFrame
+    stats: dict[str, Any]
+    kept: list[str]
+
+    @property
+    def proxy_front(self) -> Sequence[str]: ...
+
+
+def plot_fidelity(fid: FidelityView) -> Figure | None:
     """The arrows figure, or None when there is nothing to draw (no candidate, or no second objective)."""
     others = [m for m in fid.objectives if m != fid.metric]
     if not len(fid.pairs) or not others:
