@@ -251,6 +251,11 @@ def test_block_files_share_a_helper_module_and_import_each_other_without_double_
         assert {"first23", "second23"} <= set(REGISTRY)
         assert type(REGISTRY["first23"]).__module__ == "first_blocks_23"
         assert check_family("second23", random_specs=0) == 0.0
+        from sr_search.model.blocks import block_module_files
+
+        hashed = block_module_files([str(folder / "second_blocks_23.py")])  # the helpers it imported shape it too
+        assert set(hashed) == {str(folder / n) for n in ("first_blocks_23.py", "my_helpers_23.py",
+                                                          "second_blocks_23.py")}
     finally:
         for name in set(REGISTRY) - before:
             sys.modules.pop(type(REGISTRY.pop(name)).__module__, None)
@@ -283,6 +288,10 @@ def test_block_files_are_hashed_and_a_resume_after_editing_one_is_refused(tmp_pa
     assert len(allowed) == 1 and str(path) in allowed[0]
     notes = yaml.safe_load(resolved_yaml(study, frozen, allowed))["block_changes"]
     assert notes[0]["change"] == allowed[0] and notes[0]["allowed_by"] == "--allow-block-change"
+    # a study frozen by 0.2 recorded no hashes: it resumes (its space's paths are still compared)
+    old = yaml.safe_load(frozen)
+    del old["block_files"]
+    assert check_resumable(frozen_study, yaml.safe_dump(old), study, tmp_path) == []
 
 
 # --- 5. fusion algebra and field conditions -----------------------------------------------------------------------
@@ -369,3 +378,36 @@ def test_front_tables_show_the_family_fields_that_vary_within_the_front(family_f
     assert "ratio" in front_text(df) and "erb" in front_text(df)
     same = df.assign(arch_json=[specs[0].to_json()] * 2 + [specs[2].to_json()])  # nothing varies: no column
     assert "ratio" not in front_table(same).columns
+
+
+@pytest.mark.ray
+def test_a_launch_of_a_broken_family_shows_the_reasons_and_says_every_trial_failed(family_file, tmp_path,
+                                                                                   monkeypatch):
+    """Through the real runner: the broken fusion fails each trial before training, the progress shows the reason
+    once, and the end of the launch says every trial failed (the launch itself returns: exit code 0)."""
+    import ray
+
+    from sr_search.run.tune.launch import launch
+    from sr_search.study import checks
+    from sr_search.study.config import with_overrides
+
+    path = family_file(rrrb("rrrb_zero", RRRB.replace("fuse.pad_with(y, self.expand.bias)", ZERO_PAD)), "rrrb_zero")
+    (tmp_path / "space.yaml").write_text(f"block_modules: [{path}]\n"
+                                         "params: {block: rrrb_zero, scale: 2, colors: 3, channels: [8, 12], "
+                                         "depth: 1}\n")
+    (tmp_path / "s.yaml").write_text("name: zero\nspace: space.yaml\nsampler: random\nn_trials: 2\n")
+    monkeypatch.setattr(checks, "contract_problems", lambda blocks: [])  # as if validate had let it through
+    study = with_overrides(load_study(tmp_path / "s.yaml"), train={"iterations": 4, "batch_size": 2, "lr_patch": 16},
+                           data={"val_max_size": 48},
+                           timing={"device": "cpu", "precision": "fp32", "batch": 1, "lr_size": [24, 24],
+                                   "warmup": 1, "reps": 2, "threads": 1})
+    lines: list[str] = []
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        launch(study, out_dir=tmp_path / "run", echo=lines.append)
+    finally:
+        ray.shutdown()
+    text = "\n".join(lines)
+    assert re.search(r"  failed 000[01] rrrb_zero: before training: deployed model differs .* border band", text), text
+    assert len(re.findall(r"^  failed ", text, re.MULTILINE)) == 1, text  # the second is the same kind of reason
+    assert "Every trial failed (2 of 2)" in text and re.search(r"  0001 rrrb_zero: before training", text), text

@@ -70,6 +70,11 @@ def block_changes(frozen_resolved: Mapping[str, Any] | None, study: Study) -> li
     if frozen_resolved is None:
         return []
     current = resolved(study)
+    # a study frozen before files were hashed (0.2) has no record to compare with: the space's paths still are
+    if "block_files" not in frozen_resolved:
+        current.pop("block_files", None)
+    if "block_packages" not in frozen_resolved:
+        current.pop("block_packages", None)
     out = []
     old_files, new_files = frozen_resolved.get("block_files") or {}, current.get("block_files") or {}
     for path in dict.fromkeys([*old_files, *new_files]):
