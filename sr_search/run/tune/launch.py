@@ -94,7 +94,8 @@ def launch(
             block_changes = check_resumable(folder.study_file.read_text(), resolved, study, folder.root,
                                             allow_block_change=allow_block_change)
             for line in block_changes:
-                echo(f"Resuming with a changed block module (--allow-block-change, noted in resolved.yaml): {line}")
+                echo(f"Resuming with a changed block module (--allow-block-change; resolved.yaml notes it when "
+                     f"trials run): {line}")
         rows = load_results(folder)
         book = TrialBook(study, folder.storage_url)
         _tell_known_rows(book, rows)
