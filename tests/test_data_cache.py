@@ -107,8 +107,9 @@ def _sampler_0_2(data, batch_size, lr_patch, generator):
 @pytest.mark.parametrize("scale,colors", [(2, 3), (4, 3), (3, 1)])
 def test_vectorised_sampler_draws_the_patches_0_2_drew(scale, colors):
     data = load_train(DataSpec(train_max_images=3), scale, colors)
-    for seed in range(3):
-        lr, hr = data.batch(16, 12, torch.Generator().manual_seed(seed))
+    for seed, augment in ((0, True), (1, True), (2, False), (3, False)):  # augmented on the host (CPU) or after
+        cut = data.cut(16, 12, torch.Generator().manual_seed(seed), augment=augment)
+        lr, hr = data.finish(cut, "cpu", torch.float32)
         lr0, hr0 = _sampler_0_2(data, 16, 12, torch.Generator().manual_seed(seed))
         assert lr.shape == lr0.shape and hr.shape == hr0.shape and lr.dtype == hr.dtype == torch.float32
         if colors == 3:

@@ -30,7 +30,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -432,13 +432,15 @@ def _prepared(name: str, hr: torch.Tensor, lr: torch.Tensor) -> Prepared:
 class Batch(NamedTuple):
     """A batch as cut on the host: uint8 (B, P, P, 3) LR and (B, P*s, P*s, 3) HR patches, un-augmented, and each
     sample's augmentation (horizontal flip, vertical flip, transpose), applied by `TrainData.finish` on the
-    training device together with the float conversion."""
+    training device together with the float conversion. `nchw`: already augmented, as (B, 3, P, P) (cut for
+    training on the CPU, where one strided copy per sample beats augmenting afterwards)."""
 
     lr: torch.Tensor
     hr: torch.Tensor
     hflip: np.ndarray
     vflip: np.ndarray
     transpose: np.ndarray
+    nchw: bool = False
 
 
 @dataclass
@@ -467,8 +469,10 @@ class TrainData:
         self._hwc_hr = [_hwc(t) for t in self.hr]
         self._hwc_lr = [_hwc(t) for t in self.lr]
         if self._host:
-            self._rows_hr = [_rows(t) for t in self._hwc_hr]
-            self._rows_lr = [_rows(t) for t in self._hwc_lr]
+            self._np_hr = [t.numpy() for t in self._hwc_hr]
+            self._np_lr = [t.numpy() for t in self._hwc_lr]
+            self._rows_hr = [a.reshape(a.shape[0], -1) for a in self._np_hr]
+            self._rows_lr = [a.reshape(a.shape[0], -1) for a in self._np_lr]
 
     def max_lr_patch(self) -> int:
         return self._min_side
@@ -493,12 +497,15 @@ class TrainData:
         """Random (lr, hr) float patches on `device`: image uniformly (BasicSR: one crop per drawn image), random
         position, random flips and 90-degree rotation. Deterministic given `generator` (a CPU generator); the
         same patches as sr-search 0.2 drew for the same generator state."""
-        return self.finish(self.cut(batch_size, lr_patch, generator), self.device, torch.float32)
+        cut = self.cut(batch_size, lr_patch, generator, augment=self.device.type == "cpu")
+        return self.finish(cut, self.device, torch.float32)
 
-    def cut(self, batch_size: int, lr_patch: int, generator: torch.Generator, pin: bool = False) -> Batch:
-        """The host side of `batch`: draw the samples and copy their un-augmented uint8 patches (one block copy
-        each, numpy: no torch intra-op threads for tiny copies). `pin`: into pinned memory, for a non-blocking
-        copy to the GPU."""
+    def cut(self, batch_size: int, lr_patch: int, generator: torch.Generator, pin: bool = False,
+            augment: bool = False) -> Batch:
+        """The host side of `batch`: draw the samples and copy their uint8 patches, one block copy each (numpy: no
+        torch intra-op threads for tiny copies, which thrash when a trial's threads compete for cores).
+        Un-augmented and HWC for a GPU, which augments and converts them (`pin`: into pinned memory, for a
+        non-blocking copy); `augment`: flipped and transposed here, NCHW (for training on the CPU)."""
         self.check_fits(lr_patch)
         s, p = self.scale, lr_patch
         draws = torch.rand((batch_size, 6), generator=generator, dtype=torch.float64).numpy()
@@ -514,6 +521,23 @@ class TrainData:
                 lr_out[b] = self._hwc_lr[k][y:y + p, x:x + p]
                 hr_out[b] = self._hwc_hr[k][y * s:(y + p) * s, x * s:(x + p) * s]
             return Batch(lr_out, hr_out, flags[:, 0], flags[:, 1], flags[:, 2])
+        if augment:
+            lr_out = torch.empty((batch_size, 3, p, p), dtype=torch.uint8, pin_memory=pin)
+            hr_out = torch.empty((batch_size, 3, p * s, p * s), dtype=torch.uint8, pin_memory=pin)
+            lr_np, hr_np = lr_out.numpy(), hr_out.numpy()
+            for b, (k, y, x, (hf, vf, tr)) in enumerate(zip(i.tolist(), top.tolist(), left.tolist(),
+                                                             flags.tolist())):
+                lv = self._np_lr[k][y:y + p, x:x + p].transpose(2, 0, 1)
+                hv = self._np_hr[k][y * s:(y + p) * s, x * s:(x + p) * s].transpose(2, 0, 1)
+                if hf:
+                    lv, hv = lv[..., ::-1], hv[..., ::-1]
+                if vf:
+                    lv, hv = lv[..., ::-1, :], hv[..., ::-1, :]
+                if tr:
+                    lv, hv = lv.swapaxes(-1, -2), hv.swapaxes(-1, -2)
+                lr_np[b], hr_np[b] = lv, hv
+            none = np.zeros(batch_size, dtype=bool)
+            return Batch(lr_out, hr_out, none, none, none, nchw=True)
         lr_out = torch.empty((batch_size, p, p, 3), dtype=torch.uint8, pin_memory=pin)
         hr_out = torch.empty((batch_size, p * s, p * s, 3), dtype=torch.uint8, pin_memory=pin)
         lr_rows = lr_out.numpy().reshape(batch_size, p, p * 3)
@@ -529,22 +553,36 @@ class TrainData:
         dev = torch.device(device)
         codes = batch.hflip.astype(np.int64) + 2 * batch.vflip + 4 * batch.transpose
         out = []
-        for x in (batch.lr, batch.hr):
-            x = x.to(dev, non_blocking=True).permute(0, 3, 1, 2)
-            x = to_colors(_orient(x, codes), self.colors, 255.0)
-            out.append(x if x.dtype == dtype else x.to(dtype))
+        with _one_thread(dev):
+            for x in (batch.lr, batch.hr):
+                x = x.to(dev, non_blocking=True)
+                if not batch.nchw:
+                    x = _orient(x.permute(0, 3, 1, 2), codes)
+                x = to_colors(x, self.colors, 255.0)
+                out.append(x if x.dtype == dtype else x.to(dtype))
         return out[0], out[1]
+
+
+@contextlib.contextmanager
+def _one_thread(device: torch.device) -> Iterator[None]:
+    """Batch conversion on the CPU on one torch thread: a few MB per op, where a second intra-op thread that
+    another process has taken the core of makes every op wait for it (sr-search 0.2's sampler ran 20-30x slower
+    with two threads on a busy 2-core machine; the training step keeps the trial's threads)."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _hwc(t: torch.Tensor) -> torch.Tensor:
     """A (3, H, W) image as a contiguous (H, W, 3) tensor (a view when it is one already)."""
     hwc = t.permute(1, 2, 0)
     return hwc if hwc.is_contiguous() else hwc.contiguous()
-
-
-def _rows(hwc: torch.Tensor) -> np.ndarray:
-    """(H, W, 3) as (H, W*3) numpy rows (a view); mapped entries are read-only and stay so."""
-    return hwc.numpy().reshape(hwc.shape[0], -1)
 
 
 def _orient(x: torch.Tensor, codes: np.ndarray) -> torch.Tensor:

@@ -288,7 +288,7 @@ class Trainer:
                         group["lr"] = lr
                     current_lr = lr
                 t_data = time.perf_counter()
-                cut = self.data.cut(bs, patch, self.generator, pin=self.pin)
+                cut = self.data.cut(bs, patch, self.generator, pin=self.pin, augment=self.dev.type == "cpu")
                 lr_batch, hr_batch = self.data.finish(cut, self.dev, self.dtype)
                 data_seconds += time.perf_counter() - t_data
                 loss = _step(model, optimizer, self.loss_fn, lr_batch, hr_batch, self.precision, self.scaler,
