@@ -104,3 +104,24 @@ def test_the_progress_state_keeps_counts_best_and_front_as_the_rows_would_give_t
             assert snap["best_psnr_y"] == round(float(complete["psnr_y"].max()), 3)
             assert snap["front_size"] == len(pareto_front(complete, objectives))
             assert state.latest() is snap
+
+
+def test_the_front_figure_draws_pruned_trials_as_one_cloud_without_labels() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sr_search.results.figures import plot_front
+
+    rng = np.random.default_rng(0)
+    n = 400
+    status = np.where(np.arange(n) % 3 == 0, "complete", "pruned")
+    df = pd.DataFrame({"trial_id": [f"{i:04d}" for i in range(n)], "status": status, "block": "rep",
+                       "psnr_y": np.where(status == "complete", rng.normal(29, 0.5, n), np.nan),
+                       "rung_psnr_y": np.where(status == "pruned", rng.normal(27, 0.5, n), np.nan),
+                       "rung_iterations": np.where(status == "pruned", 300, np.nan),
+                       "throughput": rng.uniform(10, 500, n), "timing_exclusive": True})
+    fig = plot_front(df)
+    ax = fig.axes[0]
+    assert len(ax.texts) == 0  # 0.2 drew one text label per pruned trial
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "stopped early (PSNR-Y at its rung)" in labels and "  266 trials: 266 at 300 it" in labels

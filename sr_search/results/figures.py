@@ -17,8 +17,12 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
-from .pareto import default_reference, eligible_mask, hypervolume_history, pareto_front
+from .pareto import (
+    _natural_order, counted_mask, eligible_mask, hypervolume_history, hypervolume_reference, pareto_front,
+)
+from .quality_flags import flags
 from .tables import (
     LABELS, PLOT_OBJECTIVES, UNITS, _ablation_rows, _exclusive, _level_text, _missing, _number, ablation_table,
 )
@@ -72,12 +76,12 @@ def plot_front(df: pd.DataFrame) -> Figure | None:
         ax.scatter(baselines["throughput"], baselines["psnr_y"], marker="D", s=110, facecolors="none",
                    edgecolors="0.25", lw=1.2, zorder=4)
         pruned = _pruned(df)
-        if len(pruned):  # stopped early: greyed, at the quality they had when stopped, with the rung
-            ax.scatter(pruned["throughput"], pruned["rung_psnr_y"], s=28, color="0.7", marker="v", zorder=2)
-            for _, row in pruned.iterrows():
-                ax.annotate(f"{int(row['rung_iterations'])} it", (row["throughput"], row["rung_psnr_y"]),
-                            xytext=(4, -9), textcoords="offset points", fontsize=7, color="0.55")
-        collapsed = data[data["collapsed"].fillna(False).astype(bool)] if "collapsed" in data.columns else data[:0]
+        if len(pruned):  # stopped early: one greyed cloud at the quality they had when stopped (their rungs are
+            # named in the legend; a text label per trial was unreadable, and 150 s to draw, at 50,000 trials)
+            ax.scatter(pruned["throughput"], pruned["rung_psnr_y"], s=28 if len(pruned) <= 300 else 10, color="0.7",
+                       marker="v", alpha=0.9 if len(pruned) <= 300 else 0.35, lw=0, zorder=2,
+                       rasterized=len(pruned) > 2000)
+        collapsed = data[flags(data)["collapsed"]]  # a defect: marked; below bicubic: drawn as any other trial
         if len(collapsed):
             ax.scatter(collapsed["throughput"], collapsed["psnr_y"], s=120, marker="x", color="#c0392b", lw=1.6,
                        zorder=5)
@@ -106,10 +110,21 @@ def plot_front(df: pd.DataFrame) -> Figure | None:
             handles.append(Line2D([], [], color="0.35", ls="--", lw=1.1, label="bicubic (reference)"))
         if len(pruned):
             handles.append(_handle("v", "0.7", "stopped early (PSNR-Y at its rung)"))
+            handles.append(Line2D([], [], lw=0, label=_rungs_text(pruned)))
         if len(collapsed):
-            handles.append(Line2D([], [], color="#c0392b", marker="x", lw=0, ms=9, label="collapsed (below bicubic)"))
+            handles.append(Line2D([], [], color="#c0392b", marker="x", lw=0, ms=9, label="collapsed training"))
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
+
+
+def _rungs_text(pruned: pd.DataFrame) -> str:
+    """The pruned cloud in words: how many, stopped at which iterations."""
+    its = pd.to_numeric(pruned["rung_iterations"], errors="coerce").dropna().astype(int) \
+        if "rung_iterations" in pruned.columns else pd.Series(dtype=int)
+    counts = its.value_counts().sort_index()
+    where = ", ".join(f"{n} at {it:,} it" for it, n in counts.items()) if len(counts) <= 4 else \
+        f"at {counts.index.min():,}-{counts.index.max():,} it"
+    return f"  {_plural(len(pruned), 'trial')}" + (f": {where}" if where else "")
 
 
 def _pruned(df: pd.DataFrame) -> pd.DataFrame:
@@ -160,27 +175,44 @@ def plot_ablation(df: pd.DataFrame) -> Figure | None:
 def plot_hypervolume(
     df: pd.DataFrame, objectives: Mapping[str, str], reference: Mapping[str, float] | None = None
 ) -> Figure | None:
-    """Hypervolume of the front after each trial (trial_id order), against a stated reference.
+    """Hypervolume of the front after each trial (trial_id order), against a stated reference, as a step curve: it
+    changes only at a trial that enlarges the front. Trials the hypervolume does not count (`pareto.counted_mask`:
+    pruned, failed, infeasible, below bicubic, collapsed) are drawn as open grey markers; the axis shows the whole
+    curve with a margin and whole trial numbers only. `reference` defaults to `pareto.hypervolume_reference`'s.
 
     None unless there are exactly two objectives and at least one eligible trial.
     """
     objectives = dict(objectives)
     if len(objectives) != 2 or not eligible_mask(df, objectives).any() or "trial_id" not in df.columns:
         return None
-    reference = dict(reference or default_reference(df, objectives))
+    reference = dict(reference or hypervolume_reference(df, objectives).values)
     history = hypervolume_history(df, objectives, reference)
+    counted = counted_mask(df, objectives).to_numpy()[_natural_order(df["trial_id"])]
+    trials, volume = history["trial"].to_numpy(), history["hypervolume"].to_numpy(dtype=float)
     units = " × ".join(UNITS.get(name, name) for name in objectives)
+    top = float(volume.max()) if len(volume) else 0.0
     with _style():
         fig = _figure(6.4, 3.8)
         ax = fig.subplots()
-        sns.lineplot(data=history, x="trial", y="hypervolume", drawstyle="steps-post",
-                     marker="o" if len(history) <= 60 else None, markersize=4, ax=ax)
+        ax.step(np.append(trials, trials[-1] + 0.5), np.append(volume, volume[-1]), where="post", color="C0", lw=1.8,
+                zorder=2)
+        size = 5 if len(trials) <= 60 else 2
+        ax.plot(trials[counted], volume[counted], "o", color="C0", ms=size, zorder=3, label="counted trial")
+        if (~counted).any():
+            ax.plot(trials[~counted], volume[~counted], "o", mfc="white", mec="0.6", ms=size, zorder=3,
+                    label="not counted (pruned, failed, below bicubic or collapsed)")
+            ax.legend(loc="lower right", frameon=True, framealpha=0.9)
+        ax.set_xlim(0.5, trials[-1] + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
+        if top <= 0:
+            ax.text(0.5, 0.5, "no counted trial beats the reference point", transform=ax.transAxes, ha="center",
+                    va="center", color="0.4")
         ax.set_xlabel("trials (in trial_id order)")
         ax.set_ylabel(f"hypervolume ({units})")
         ref_text = ", ".join(f"{name} = {_number(reference[name])} {UNITS.get(name, '')}".rstrip()
                              for name in objectives)
         ax.set_title(f"Hypervolume of the front over trials\nreference point: {ref_text}")
-        ax.set_ylim(bottom=0)
     return fig
 
 
