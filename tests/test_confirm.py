@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from sr_search import SrSearchError, load_results, load_study
+from sr_search import SrSearchError, compare_studies, load_results, load_study
 from sr_search.results.fidelity import study_fidelity
 from sr_search.results.report import write_report
 from sr_search.results.store import read_trial_row, write_trial_row
@@ -99,6 +99,9 @@ def test_a_confirmation_runs_reuses_the_source_timings_and_never_writes_the_sour
     assert fid.proxy_iterations == 12 and fid.confirmed_iterations == 24 and len(fid.per_seed) == len(df)
     html = write_report(out).read_text()
     assert "Proxy fidelity" in html and (out / "report" / "fidelity.png").exists()
+    cmp = compare_studies([source, out])  # compare knows the link, and the front rows name their source trial
+    assert cmp.studies.set_index("study").loc[study.name, "confirms"] == "src" and "confirms src" in cmp.text()
+    assert cmp.fronts.loc[cmp.fronts["study"] == study.name, "source_trial_id"].notna().all()
 
     # run again: nothing to do; with more seeds: only the new trainings run
     messages.clear()

@@ -34,6 +34,7 @@ import pandas as pd
 
 from ..columns import USES_TIMING, TrialStatus
 from ..errors import SrSearchError
+from .fidelity import confirmed_source
 from .pareto import (
     ZERO_REFERENCE, HypervolumeReference, dominance, hypervolume_reference, pareto_front, study_hypervolume,
 )
@@ -58,7 +59,7 @@ _FLAGS_NOTE = ("(below_bicubic: trials that end under bicubic PSNR-Y, still unde
                "the hypervolume.)")
 _FRONTS_HEAD = ("Fronts (dominated_by: points of another study's front that are at least as good in every objective "
                 "and better in one):")
-_FRONT_COLUMNS = ("study", "trial_id", "baseline", "factor", "level", "block", "channels", "depth")
+_FRONT_COLUMNS = ("study", "trial_id", "source_trial_id", "baseline", "factor", "level", "block", "channels", "depth")
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,9 @@ class Comparison:
         ref = HypervolumeReference(self.reference, self.reference_rule).text(_cell)
         lines = [f"Comparing {len(self.data)} studies on {names}", f"hypervolume reference: {ref}"]
         lines += [f"FLAG {flag}" for flag in self.flags]
+        lines += [f"{row.study} confirms {row.confirms}: the same candidates trained again with another budget "
+                  f"(source_trial_id links the rows; sr-search confirm {row.folder} --show for the proxy's fidelity)"
+                  for row in self.studies.itertuples() if isinstance(row.confirms, str)]
         lines += ["", _frame_text(self.studies.drop(columns=["folder", "flag_detail"]))]
         if ((self.studies["hypervolume"] == 0) & (self.studies["front"] > 0)).any():
             lines.append(_HV_ZERO)
@@ -173,6 +177,7 @@ def compare_studies(
     volumes = {s.label: study_hypervolume(s.rows, objectives, ref) for s in data}
     table, counts = _front_table(fronts, objectives)
     studies = pd.DataFrame([_study_row(s, fronts[s.label], volumes[s.label], flags[s.label]) for s in data])
+    studies.insert(2, "confirms", [_confirms(s, data) for s in data])  # a confirmation names its source
     return Comparison(objectives=objectives, reference=ref, reference_rule=rule, studies=studies, fronts=table,
                       dominated=counts, levels=_levels(data), flags=messages,
                       flag_kinds={k: [kind for kind, _ in fs] for k, fs in flags.items() if fs}, data=data)
@@ -290,6 +295,14 @@ def _study_row(s: StudyRows, front: pd.DataFrame, volume: float, flags: list[tup
             "timing_protocol": s.protocol_text(), "timing_device": ", ".join(s.values("timing_device")) or None,
             "flag": ", ".join(f"{kind} differs" for kind, _ in flags) or None,
             "flag_detail": "; ".join(message.split(": ", 1)[1] for _, message in flags) or None}
+
+
+def _confirms(s: StudyRows, data: list[StudyRows]) -> str | None:
+    """The label of the compared study `s` confirms (its folder when that study is not compared), or None."""
+    source = confirmed_source(s.root)
+    if source is None:
+        return None
+    return next((d.label for d in data if d.root.resolve() == source.resolve()), str(source))
 
 
 def _flag_text(front: pd.DataFrame) -> list[str | None]:
