@@ -226,3 +226,28 @@ def test_candidates_are_the_front_or_the_top_k_by_rank_then_crowding_plus_baseli
     top = pick_candidates(rows, objectives, top=4, include_baselines=True)
     # 0004 repeats 0001's architecture: one candidate per architecture; the failed trial is never a candidate
     assert list(top["trial_id"]) == ["0000", "0002", "0001", "0003", "0005"]
+
+
+def test_continue_starts_from_the_proxy_weights_and_trains_the_rest_of_the_budget(tmp_path):
+    import torch
+
+    from sr_search.model.network import build
+    from sr_search.run.trial import run_trial
+
+    source = load_study(_write_source(tmp_path))
+    arch = {"block": "plain", "scale": 2, "colors": 3, "channels": 4, "depth": 1}
+    candidate = {"trial": "0002", "arch": arch, "seeds": [2], "warm_iterations": 12,
+                 "warm_start": str(tmp_path / "0002.pt")}
+    study = confirmation_study(source, tmp_path / "run", [candidate], 20)
+    task = make_plan(study)[0].task("0000", study)
+    torch.manual_seed(0)
+    model = build(task.spec)
+    torch.save(model.state_dict(), tmp_path / "0002.pt")
+    row = run_trial(task, study, device=torch.device("cpu"), exclusive_timing=True).row
+    assert row["status"] == "complete", row["error"]
+    assert row["source_trial_id"] == "0002" and row["continued_from_iterations"] == 12
+    assert row["train_iterations"] == 8  # 20 in all, 12 of them the proxy's
+    with pytest.raises(SrSearchError, match="do not go beyond the 12"):
+        confirmation_study(source, tmp_path / "run", [candidate], 12)
+    (tmp_path / "0002.pt").unlink()
+    assert run_trial(task, study, device=torch.device("cpu"), exclusive_timing=True).row["status"] == "failed"

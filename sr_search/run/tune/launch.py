@@ -86,7 +86,7 @@ def launch(
 
     if resume and not folder.study_file.exists():
         raise SrSearchError(f"nothing to resume in {folder.root}: no study was started there (drop --resume)")
-    with folder.owned(), sigterm_as_ctrl_c():  # a scheduler's SIGTERM stops the study as Ctrl-C does
+    with folder.owned(), sigterm_as_ctrl_c() as on_sigterm:  # a scheduler's SIGTERM stops it as Ctrl-C does
         started = folder.study_file.exists()
         resolved, block_changes = None, []
         if started:
@@ -109,6 +109,7 @@ def launch(
                                 f"trials); pass --resume to continue it, or --out to start another")
         own_ray = not ray.is_initialized()
         dashboard = init_ray(address, dashboard_host, echo)
+        on_sigterm.arm()  # ray.init put its own SIGTERM handler (sys.exit) in place of ours
         try:
             wait_for_resources(study, echo, joined=joining)
             # frozen once the study can run: a study refused for the cluster's resources leaves no started folder
@@ -247,6 +248,8 @@ def describe_session(study: Study, session: Session, folder: StudyDir) -> str:
     for planned in session.new[:50]:
         what = "base" if planned.factor == "base" else (
             f"{planned.factor}={planned.level}" if planned.factor else f"baseline {planned.baseline}")
+        if planned.source_trial is not None:  # a confirmation's candidate
+            what = f"confirms {planned.source_trial}" + (f" ({planned.baseline})" if planned.baseline else "")
         seed = "" if planned.seed is None else f" seed={planned.seed}"
         lines.append(f"  {what:28s}{seed}  {planned.spec.to_json() if planned.spec else ''}")
     if session.sampled:
