@@ -349,3 +349,50 @@ def test_a_pruned_study_decodes_each_image_once_per_node_and_rows_say_where_time
     complete = df[df["status"] == "complete"]
     assert complete["deploy_seconds"].notna().all() and (complete["deploy_seconds"] > 0).all()
     assert (df["data_seconds"] > 0).all()
+
+
+# --- before anything starts: the image check and the memory estimate -------------------------------------------
+
+
+def test_the_pre_start_check_does_not_open_images_the_cache_has_decoded(tmp_path, monkeypatch):
+    from sr_search.study import images
+
+    folder = _folder(tmp_path, 6)
+    cache = DataCache(tmp_path / "cache")
+    prepare(_files(folder), 2, None, cache, "training")
+    opened = []
+    real = images._read_size
+    monkeypatch.setattr(images, "_read_size", lambda p: opened.append(p) or real(p))
+    images._SEEN.clear()
+    paths = [p for _, p in _files(folder)]
+    assert images.image_sizes(paths, cache) == [(120, 96)] * 6 and opened == []
+    Image.fromarray(_natural(64, 80, seed=3)).save(paths[2])  # a changed file is checked again
+    os.utime(paths[2], ns=(paths[2].stat().st_atime_ns, paths[2].stat().st_mtime_ns + 1_000_000))
+    assert images.image_sizes(paths, cache)[2] == (80, 64) and opened == [paths[2]]
+
+
+def _study_file(tmp_path: Path, data: str, resources: str = "") -> Path:
+    train = _folder(tmp_path, 2)
+    (tmp_path / "space.yaml").write_text("params:\n  block: plain\n  scale: 2\n  colors: 3\n  channels: 8\n"
+                                         "  depth: 1\n")
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: mem\nspace: space.yaml\ntrain: {{lr_patch: 16}}\n"
+                    f"data: {{train: {train}, val: {{v: {train}}}, {data}}}\n{resources}")
+    return path
+
+
+def test_validate_estimates_the_prepared_data_against_host_and_gpu_memory(tmp_path, monkeypatch):
+    from sr_search.study import data_check
+    from sr_search.study.config import validate_files
+
+    per_image = data_check.prepared_bytes(120, 96, 2)
+    assert per_image == 120 * 96 * 3 + 60 * 48 * 3
+    monkeypatch.setattr(data_check, "host_memory", lambda: 4 * per_image)  # 2 train + 2 val images: above 80%
+    with pytest.warns(UserWarning, match=r"prepared images take .* GB .* above 80% of this machine"):
+        assert validate_files([_study_file(tmp_path, "cache: off")]) == []
+    monkeypatch.setattr(data_check, "host_memory", lambda: 10**12)
+    monkeypatch.setattr(data_check, "gpu_memory", lambda: 3 * per_image)  # 2 images x 2 trials per GPU > half
+    problems = validate_files([_study_file(tmp_path, "on_gpu: true", "resources: {gpus_per_trial: 0.5}\n")])
+    assert any("data.on_gpu copies the training images" in str(p) and "2 trial(s) per GPU" in str(p)
+               for p in problems), problems
+    assert validate_files([_study_file(tmp_path, "on_gpu: false", "resources: {gpus_per_trial: 0.5}\n")]) == []

@@ -139,8 +139,9 @@ class DataCache:
 
     # --- reading ---------------------------------------------------------------------------------------------
 
-    def lookup(self, name: str) -> Entry | None:
-        """The complete entry `name`, or None (missing, or unreadable: it is then prepared again)."""
+    def lookup(self, name: str, touch: bool = True) -> Entry | None:
+        """The complete entry `name`, or None (missing, or unreadable: it is then prepared again). `touch`: mark
+        it used now (the size bound removes the least recently used first)."""
         if self.root is None:
             return None
         path = self._dir("entries") / f"{name}{_SUFFIX}"
@@ -151,7 +152,7 @@ class DataCache:
         except OSError:
             return None
         entry = _parse(path, head, size)
-        if entry is not None and self.max_bytes is not None:
+        if entry is not None and touch and self.max_bytes is not None:
             with contextlib.suppress(OSError):  # last use, for eviction (a read-only cache just keeps its order)
                 os.utime(path)
         return entry
@@ -350,7 +351,7 @@ def source_size(cache: DataCache, path: Path) -> tuple[int, int] | None:
         identity = FileIdentity.of(path)
     except OSError:
         return None
-    entry = cache.lookup(hr_name(identity))
+    entry = cache.lookup(hr_name(identity), touch=False)
     if entry is None or "hr" not in entry.arrays:
         return None
     h, w = entry.arrays["hr"][1][:2]

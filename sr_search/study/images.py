@@ -5,7 +5,8 @@ before Ray starts; `sr_search.run.data` reads the same files into tensors.
 A file counts as readable when PIL identifies it and its image data are whole: a PNG's chunks are read to the end
 with their CRCs checked (a truncated or corrupted file fails; nothing is inflated, so 800 DIV2K images take about a
 second), other formats are decoded. The answer is kept per process by (path, size, mtime), so re-checking a study
-(`--trials`, overrides) costs nothing.
+(`--trials`, overrides) costs nothing, and a file whose decoded image is already in the node's cache
+(`sr_search.study.data_cache`) is not opened at all.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import SrSearchError
+from .data_cache import DataCache, source_size
 from .settings import BUILTIN
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -91,20 +93,28 @@ def image_size(path: Path) -> tuple[int, int]:
     return found
 
 
-def image_sizes(paths: Sequence[Path]) -> list[tuple[int, int] | str]:
-    """`image_size` of each path, or why it cannot be read; files are checked in parallel (PIL releases the GIL)."""
+def image_sizes(paths: Sequence[Path], cache: DataCache | None = None) -> list[tuple[int, int] | str]:
+    """`image_size` of each path, or why it cannot be read; files are checked in parallel (PIL releases the GIL).
+    A file whose decoded image is in `cache` (the node's prepared images) is known to decode: it is not opened."""
+    def probe(path: Path) -> tuple[int, int] | str:
+        return _probe(path, cache)
+
     if len(paths) <= 4:
-        return [_probe(p) for p in paths]
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        return list(pool.map(_probe, paths))
+        return [probe(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        return list(pool.map(probe, paths))
 
 
-def _probe(path: Path) -> tuple[int, int] | str:
+def _probe(path: Path, cache: DataCache | None = None) -> tuple[int, int] | str:
     try:
         stat = path.stat()
     except OSError as exc:
         return f"{type(exc).__name__}: {exc.strerror or exc}"
     key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _SEEN and cache is not None:
+        known = source_size(cache, path)
+        if known is not None:
+            _SEEN[key] = known
     if key not in _SEEN:
         if len(_SEEN) > 200_000:
             _SEEN.clear()

@@ -45,6 +45,12 @@ class DataSpec(Record):
         return hash((self.train, tuple(sorted(self.val.items())), self.val_max_size, self.train_max_images,
                      self.cache, self.cache_max_gb, self.on_gpu))
 
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_switch(cls, value: object) -> object:
+        """YAML reads `off` and `on` as booleans: false is 'off', true the default folder."""
+        return {False: "off", True: None}.get(value, value) if isinstance(value, bool) else value
+
     @field_validator("val")
     @classmethod
     def _check_val(cls, val: dict[str, str]) -> dict[str, str]:
