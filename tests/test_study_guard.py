@@ -29,7 +29,7 @@ def test_out_pointing_at_a_file_exits_1_naming_it(tmp_path):
     target.write_text("not a study folder")
     result = runner.invoke(app, ["launch", str(study), "--out", str(target)])
     assert result.exit_code == 1, result.output
-    assert "results.txt is a file, not a folder" in result.output
+    assert str(target.name) in result.output and "not a folder" in result.output  # the path, and what is wrong
     assert target.read_text() == "not a study folder"
 
 
@@ -97,7 +97,7 @@ def test_two_launches_one_study_one_runs_the_other_exits_1_and_a_killed_one_leav
                                 env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})
         said = second.stderr + second.stdout
         assert second.returncode == 1, said
-        assert "in use by another sr-search launch" in said and f"pid {first.pid}" in said
+        assert "in use" in said and f"pid {first.pid}" in said  # what holds it, and who
 
         while first.poll() is None and not list((out / "trials").glob("*.parquet")):
             time.sleep(0.2)
