@@ -371,12 +371,23 @@ def time_models(
 
 @app.command()
 @_guarded
-def report(study_dir: Path = typer.Argument(..., help="a study directory (runs/<study>)")) -> None:
-    """Plots, the Pareto front table and a self-contained report.html."""
-    from .results.report import write_report
+def report(
+    study_dir: Path = typer.Argument(..., help="a study directory (runs/<study>)"),
+    reference: list[str] = typer.Option(
+        [], "--reference", metavar="NAME=VALUE",
+        help="pin the hypervolume reference of one objective, NAME=VALUE (repeatable; as in compare)"),
+) -> None:
+    """Plots, the Pareto front table and a self-contained report.html; prints the study's hypervolume and its
+    reference point (the rule and the number `compare` prints for it)."""
+    from .results.report import hypervolume_text, write_report
     from .results.store import load_results, study_objectives
 
-    path = write_report(study_dir, load_results(study_dir), study_meta={"objectives": study_objectives(study_dir)})
+    rows, objectives = load_results(study_dir), study_objectives(study_dir)
+    pinned = {k: _number(v, k) for k, v in _pairs(reference, "--reference").items()}
+    path = write_report(study_dir, rows, study_meta={"objectives": objectives}, reference=pinned)
+    line = hypervolume_text(rows, objectives, pinned)
+    if line:
+        typer.echo(line)
     typer.echo(f"report: {shown(path)}")
 
 
@@ -432,6 +443,30 @@ def status(study_dir: Path = typer.Argument(..., help="a study directory, possib
     from .results.progress import status as study_status
 
     typer.echo(_relative_text(study_status(study_dir, recount=recount)))
+
+
+@app.command()
+@_guarded
+def cache(
+    action: str = typer.Argument(..., help="info: what the node's prepared-image cache holds; clear: empty it"),
+    folder: Optional[Path] = typer.Option(None, "--dir", help="the cache folder (default: data.cache's default, "
+                                                              "$SR_SEARCH_DATA_CACHE or ~/.cache/sr-search/data)"),
+) -> None:
+    """The prepared-image cache of this node (decoded and degraded training and validation images)."""
+    from .study.data_cache import DataCache
+
+    if action not in ("info", "clear"):
+        raise SrSearchError(f"sr-search cache: action must be 'info' or 'clear'; got {action!r}")
+    store = DataCache.from_setting(None if folder is None else str(folder))
+    if action == "clear":
+        freed = store.clear()
+        typer.echo(f"{shown(store.root or '-')}: cleared, {freed / 1e9:.2f} GB freed")
+        return
+    info = store.info()
+    bound = "no size bound" if info.max_bytes is None else f"bound {info.max_bytes / 1e9:g} GB"
+    typer.echo(f"{shown(info.root)}: {info.entries} entries, {info.bytes / 1e9:.2f} GB ({bound}); "
+               f"{info.decodes} decodes and {info.degrades} degrades recorded; {info.partial} unfinished "
+               f"file(s) of killed preparations (removed when their image is prepared again)")
 
 
 @app.command()

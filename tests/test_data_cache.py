@@ -396,3 +396,20 @@ def test_validate_estimates_the_prepared_data_against_host_and_gpu_memory(tmp_pa
     assert any("data.on_gpu copies the training images" in str(p) and "2 trial(s) per GPU" in str(p)
                for p in problems), problems
     assert validate_files([_study_file(tmp_path, "on_gpu: false", "resources: {gpus_per_trial: 0.5}\n")]) == []
+
+
+def test_cache_info_and_clear_from_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from sr_search.cli import app
+
+    folder = _folder(tmp_path, 2)
+    root = tmp_path / "cache"
+    prepare(_files(folder), 2, None, DataCache(root), "training")
+    runner = CliRunner()
+    info = runner.invoke(app, ["cache", "info", "--dir", str(root)])
+    assert info.exit_code == 0 and "4 entries" in info.output and "2 decodes" in info.output, info.output
+    cleared = runner.invoke(app, ["cache", "clear", "--dir", str(root)])
+    assert cleared.exit_code == 0 and "cleared" in cleared.output
+    assert DataCache(root).info().entries == 0
+    assert runner.invoke(app, ["cache", "wipe"]).exit_code == 1
