@@ -182,18 +182,24 @@ def openvino_profile(deployed: torch.nn.Module, p: TimingProtocol, shape: tuple[
     return _shares(times)
 
 
-def why(spec: ArchSpec, runtime: str) -> str:
-    """The op category whose share of the forward's time moves most between eager PyTorch and `runtime`."""
+def why(spec: ArchSpec, runtime: str, ms: tuple[float, float], median_speedup: float) -> str:
+    """The op category that explains a flip: with the forward's time split by op category (per-op profiles), the
+    category whose engine time deviates most from its eager time divided by the median speed-up (what the engine
+    would take if this candidate sped up like the typical one)."""
     deployed = deploy_pair(spec)[1]
     p = PROTOCOLS[RUNTIMES[runtime]]
     shape = lr_shape(p, spec)
     torch.set_num_threads(1)
     eager = torch_profile(deployed, engines.input_tensor(shape))
     other = (ort_profile if runtime == "onnxruntime" else openvino_profile)(deployed, p, shape)
-    cats = set(eager) | set(other)
-    top = max(cats, key=lambda c: abs(other.get(c, 0.0) - eager.get(c, 0.0)))
-    return (f"{top}: {100 * eager.get(top, 0.0):.0f}% of eager's time, {100 * other.get(top, 0.0):.0f}% of "
-            f"{runtime}'s")
+    eager_ms = {c: share * ms[0] for c, share in eager.items()}
+    other_ms = {c: share * ms[1] for c, share in other.items()}
+    cats = set(eager_ms) | set(other_ms)
+    top = max(cats, key=lambda c: abs(eager_ms.get(c, 0.0) / median_speedup - other_ms.get(c, 0.0)))
+    a, b = eager_ms.get(top, 0.0), other_ms.get(top, 0.0)
+    ratio = f"{a / b:.1f}x faster" if b and a >= b else (f"{b / a:.1f}x slower" if a else "only in the engine")
+    return (f"{top}: {a:.0f} ms eager -> {b:.0f} ms {runtime} ({ratio}; the median candidate "
+            f"{median_speedup:.2f}x faster overall)")
 
 
 # --- short trainings ------------------------------------------------------------------------------------------
@@ -204,17 +210,30 @@ def short_psnr(args: tuple[str, int, int, int]) -> float:
     spec_json, iterations, batch, patch = args
     torch.set_num_threads(1)
     spec = ArchSpec.from_json(spec_json)
+    patch = next(p for p in range(patch, patch + 128) if _patch_fits(spec, p))  # ESA, unshuffle: the smallest >=
     data_spec = DataSpec(val_max_size=96)
     train_data = data_mod.load_train(data_spec, spec.scale, spec.colors)
     val_sets = data_mod.load_val(data_spec, spec.scale, spec.colors)
     torch.manual_seed(0)
     model = build(spec)
     budget = TrainBudget(iterations=iterations, batch_size=batch, lr_patch=patch, lr=1e-3)
-    result = train.Trainer(model, train_data, budget, seed=0).run_until(iterations)
+    try:
+        result = train.Trainer(model, train_data, budget, seed=0).run_until(iterations)
+    except Exception as exc:  # noqa: BLE001 - one candidate's failure is its NaN, not the benchmark's end
+        print(f"  training {spec.block} failed: {exc}", flush=True)
+        return math.nan
     if result.status != "complete":
         return math.nan
     model.eval()
     return metrics.evaluate(model, val_sets, spec.scale, spec.colors, "cpu")["psnr_y"]
+
+
+def _patch_fits(spec: ArchSpec, patch: int) -> bool:
+    try:
+        data_mod.check_patch(spec, patch)
+        return True
+    except Exception:  # noqa: BLE001 - SrSearchError: too small for the family or the unshuffle factor
+        return False
 
 
 # --- the benchmark --------------------------------------------------------------------------------------------
@@ -254,6 +273,9 @@ def main() -> None:
     parser.add_argument("--flips", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the table and results here")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="a --json file of an earlier run with the same --candidates and --seed: its latencies "
+                             "and PSNRs are reused (the analysis and the flips' profiles run again)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -261,7 +283,17 @@ def main() -> None:
     print(f"{len(specs)} candidates, families {dict(Counter(s.block for s in specs))}, scales "
           f"{dict(Counter(s.scale for s in specs))}; LR input 108x192, 1 thread, {args.reps} timed runs each "
           f"(protocols cpu, ort-cpu, openvino-cpu side by side)")
-    df = time_all(specs, args.reps)
+    reused = None
+    if args.reuse is not None:
+        reused = pd.DataFrame(json.loads(args.reuse.read_text())["table"])
+        if list(reused["spec"]) != [describe(s) for s in specs]:
+            raise SystemExit(f"{args.reuse} holds other candidates (another --candidates or --seed)")
+        df = reused.assign(arch_json=[s.to_json() for s in specs])
+    else:
+        df = time_all(specs, args.reps)
+        if args.json is not None:  # the expensive part, kept at once (--reuse reads it)
+            args.json.write_text(json.dumps({"table": json.loads(df.drop(columns=["arch_json"]).to_json(
+                orient="records"))}, indent=1))
     timed_s = time.perf_counter() - start
 
     print("\n1. Median speed-up over eager PyTorch (latency eager / latency engine; per candidate)")
@@ -292,7 +324,9 @@ def main() -> None:
             if step == 0 or math.isnan(step):
                 continue
             spec = specs[int(df.loc[idx, "candidate"])]
-            reason = why(spec, runtime)
+            speedups = df["ms@torch"] / df[f"ms@{runtime}"]
+            reason = why(spec, runtime, (float(df.loc[idx, "ms@torch"]), float(df.loc[idx, f"ms@{runtime}"])),
+                         float(speedups.median()))
             flips.append({"runtime": runtime, "spec": df.loc[idx, "spec"], "rank_torch": int(ranks["torch"][idx]),
                           "rank_engine": int(ranks[runtime][idx]), "why": reason})
             print(f"  {runtime:12s} {df.loc[idx, 'spec']:42s} eager #{int(ranks['torch'][idx]):2d} -> "
@@ -301,8 +335,9 @@ def main() -> None:
     print(f"\n4. Pareto fronts (PSNR-Y after {args.iterations} iterations: max; latency: min)")
     t0 = time.perf_counter()
     jobs = [(s.to_json(), args.iterations, args.batch, args.patch) for s in specs]
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        df["psnr_y"] = list(pool.map(short_psnr, jobs))
+    if reused is None:
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            df["psnr_y"] = list(pool.map(short_psnr, jobs))
     train_s = time.perf_counter() - t0
     fronts = {}
     for runtime in names:

@@ -61,7 +61,9 @@ def test_every_built_in_family_has_a_preset_to_time():
 @pytest.mark.parametrize("runtime", sorted(ENGINES))
 @pytest.mark.parametrize("family", BUILT_IN)
 def test_engine_times_every_family_after_checking_it_against_pytorch(family, runtime):
+    # the family's smallest x4 preset, at most 2 blocks deep (every op the preset has, a fraction of the export time)
     spec = preset(smallest_preset(family))
+    spec = spec.replace(depth=min(spec.depth, 2))
     p = ENGINES[runtime]
     timing = measure(deploy_pair(spec)[1], p, spec=spec)
     assert timing.runtime == runtime and timing.protocol == p.name
@@ -367,11 +369,18 @@ def test_the_driver_files_every_runtime_s_fresh_timing_under_its_protocol():
     from sr_search.run.tune.recorder import timings_of
     from sr_search.run.tune.trainable import fresh_json
 
-    spec = preset("ecbsr-m4c8-x4")
-    fresh = [measure(deploy_pair(spec)[1], p, spec=spec) for p in (TORCH_SMALL, ENGINES["onnxruntime"])]
+    from sr_search.run.timing.result import Timing
+
+    def timing(protocol: str, runtime: str) -> Timing:
+        return Timing(protocol=protocol, device_name="cpu", precision="fp32", batch=1, input_shape=(1, 3, 16, 24),
+                      output_shape=(1, 3, 64, 96), exclusive=True, reps=2, latency_ms=1.0, latency_ms_p90=1.0,
+                      latency_ms_mean=1.0, throughput=1e3, mpix_per_s=6.1, peak_mem_mb=1.0, runtime=runtime,
+                      engine_build_s=None if runtime == "torch" else 0.5)
+
+    fresh = [timing("torch-small", "torch"), timing("ort-small", "onnxruntime")]
     text = fresh_json(fresh)
     assert fresh == [] and [t.runtime for t in timings_of(text)] == ["torch", "onnxruntime"]
-    one = measure(deploy_pair(spec)[1], TORCH_SMALL, spec=spec)
+    one = timing("torch-small", "torch")
     assert timings_of(one.model_dump_json()) == [one]  # what 0.2's workers sent
 
 
