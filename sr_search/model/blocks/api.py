@@ -20,6 +20,7 @@ group, or in a file a search space lists under `block_modules:`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -348,22 +349,29 @@ def block_module_files(refs: Sequence[str]) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
+@functools.lru_cache(maxsize=64)
+def _distribution(top_module: str) -> str | None:
+    """'<distribution> <version>' of the installed package that provides `top_module` (None when none does)."""
+    try:
+        from importlib.metadata import packages_distributions, version
+
+        dists = packages_distributions().get(top_module)
+        return f"{dists[0]} {version(dists[0])}" if dists else None
+    except Exception:  # metadata is a courtesy here; the file hash still identifies the code
+        return None
+
+
 def family_source(name: str) -> str:
     """Where a registered family's code comes from, as one line for the row's `versions`: `sr_search` for a
     built-in, `<distribution> <version>` for an installed package, `<file> sha256:<first 16 hex>` for a file."""
     cls = type(family_of(name))
     if cls.__module__.startswith("sr_search.model.blocks."):
         return "sr_search"
-    top = cls.__module__.split(".")[0]
-    try:
-        from importlib.metadata import packages_distributions, version
-
-        dists = packages_distributions().get(top)
-        if dists:
-            return f"{dists[0]} {version(dists[0])}"
-    except Exception:  # metadata is a courtesy here; the file hash below still identifies the code
-        pass
     path = _source(cls)
+    if path not in _LOADED:  # not a block file: an installed package's version names its code, when it has one
+        dist = _distribution(cls.__module__.split(".")[0])
+        if dist is not None:
+            return dist
     if path is None or not path.is_file():
         return cls.__module__
     return f"{path} sha256:{file_sha256(path)[:16]}"
