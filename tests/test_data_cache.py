@@ -413,3 +413,15 @@ def test_cache_info_and_clear_from_the_command_line(tmp_path):
     assert cleared.exit_code == 0 and "cleared" in cleared.output
     assert DataCache(root).info().entries == 0
     assert runner.invoke(app, ["cache", "wipe"]).exit_code == 1
+
+
+def test_time_shares_line_for_status_and_report():
+    from sr_search.results.time_shares import shares_line, totals
+
+    total = totals({"train_seconds": [60.0, 20.0, None], "data_seconds": [10.0, float("nan"), 10.0],
+                    "validate_seconds": [0.0, 0.0, 0.0], "paused_seconds": [0.0, 300.0]})
+    assert total["train_seconds"] == 80 and total["data_seconds"] == 20 and total["deploy_seconds"] == 0
+    line = shares_line(total)
+    assert line == ("trial time 100 s: training 80%, data 20%, validation 0%, deploy check 0%, timing 0%; "
+                    "paused 5.0 min between rung segments")
+    assert shares_line(totals({})) is None  # rows of 0.2 have no time columns: no line

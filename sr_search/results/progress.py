@@ -239,9 +239,23 @@ def status(study_dir: str | Path, recount: bool = False) -> str:
     age = time.time() - state.get("updated_at", time.time())
     lines = [progress_line(state), *running_lines(state),
              f"{state.get('state', 'running')}; last update {age:.0f} s ago"]
+    if recount or state.get("state") not in (None, "running"):  # reads the rows' time columns: not every `watch`
+        lines += _time_line(folder)
     if state.get("dashboard") and state.get("state") == "running":
         lines.append(f"Ray dashboard: {state['dashboard']}")
     return "\n".join(lines)
+
+
+def _time_line(folder: StudyDir) -> list[str]:
+    """Where the trials' time went (training, data, validation, ...), when the rows record it."""
+    from . import rows
+    from .time_shares import COLUMNS, shares_line, totals
+
+    table = rows._read_table(folder, list(COLUMNS))
+    if table is None:
+        return []
+    line = shares_line(totals({name: table.column(name).to_pylist() for name in table.column_names}))
+    return [line] if line else []
 
 
 def _rows_on_disk(folder: StudyDir) -> int:

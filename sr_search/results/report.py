@@ -31,6 +31,8 @@ from .figures import LOG_DECADES, plot_ablation, plot_front, plot_hypervolume
 from .pareto import DIRECTIONS, hypervolume_reference, study_hypervolume
 from .quality_flags import COLLAPSE_DROP_DB, CONSTANT_SPREAD, collapse_cause, flags
 from .store import study_factors, typed
+from .time_shares import COLUMNS as TIME_COLUMNS
+from .time_shares import shares_line, totals
 from .study_dir import StudyDir
 from .tables import (
     LABELS, PLOT_OBJECTIVES, TABLE_COLUMNS, UNITS, _cell, _complete, _exclusive, _missing, ablation_table, front_table,
@@ -38,7 +40,8 @@ from .tables import (
 )
 
 __all__ = [
-    "write_report", "front_table", "front_text", "ablation_table", "plot_front", "plot_ablation", "plot_hypervolume",
+    "write_report", "hypervolume_text", "front_table", "front_text", "ablation_table", "plot_front", "plot_ablation",
+    "plot_hypervolume",
     "PLOT_OBJECTIVES", "LOG_DECADES", "LABELS", "UNITS", "TABLE_COLUMNS", "FIGURES",
 ]
 
@@ -135,6 +138,8 @@ def _summary_section(df: pd.DataFrame) -> str:
             "under <a href=\"#failures\">Trials that did not complete</a>.</p></div>"
         )
     text += _flags_text(df)
+    times = shares_line(totals({c: df[c].tolist() for c in TIME_COLUMNS if c in df.columns}))
+    text += f"<p>Where the time went: {html.escape(times)}.</p>" if times else ""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"<section><h2>Summary</h2>{text}<p class=\"small\">Generated {stamp}.</p></section>"
 
@@ -250,15 +255,32 @@ def _hypervolume_section(df: pd.DataFrame, objectives: dict[str, str], out: Path
         return ""
     reference = hypervolume_reference(df, objectives, given)
     volume = study_hypervolume(df, objectives, reference)
-    units = " × ".join(UNITS.get(name, name) for name in objectives)
-    text = (f"<p><b>Hypervolume {html.escape(_cell('hypervolume', volume))}</b> ({html.escape(units)}), "
-            f"reference point: {html.escape(reference.text(_cell))}. The same rule and number as "
-            "<code>sr-search compare</code>; <code>--reference NAME=VALUE</code> pins a value. Pruned, "
-            "below-bicubic and collapsed trials add nothing.</p>")
+    text = (f"<p><b>Hypervolume {html.escape(_cell('hypervolume', volume))}</b> "
+            f"({html.escape(_hv_units(objectives))}), reference point: {html.escape(reference.text(_cell))}. The "
+            "same rule and number as <code>sr-search compare</code>; <code>--reference NAME=VALUE</code> pins a "
+            "value. Pruned, below-bicubic and collapsed trials add nothing.</p>")
     fig = plot_hypervolume(df, objectives, reference.values)
     if fig is None:
         return f"<section><h2>Hypervolume</h2>{text}</section>"
     return _figure_section("Hypervolume", fig, out / "hypervolume.png", text)
+
+
+def hypervolume_text(df: pd.DataFrame, objectives: Mapping[str, str],
+                     given: Mapping[str, float] | None = None) -> str | None:
+    """'hypervolume 12.3 (dB × images/s); reference point: psnr_y 27.160 (bicubic PSNR-Y), throughput 0 (fixed at
+    0)': what `sr-search report` prints, the number `compare` prints for the study. None without two objectives in
+    the results or a complete trial."""
+    objectives = dict(objectives)
+    if len(objectives) != 2 or any(name not in df.columns for name in objectives) or not len(_complete(df)):
+        return None
+    reference = hypervolume_reference(df, objectives, given)
+    volume = study_hypervolume(df, objectives, reference)
+    return (f"hypervolume {_cell('hypervolume', volume)} ({_hv_units(objectives)}); reference point: "
+            f"{reference.text(_cell)}")
+
+
+def _hv_units(objectives: Mapping[str, str]) -> str:
+    return " × ".join(UNITS.get(name, name) for name in objectives)
 
 
 def _failures_section(df: pd.DataFrame) -> str:
@@ -396,7 +418,8 @@ table{border-collapse:collapse;font-size:.85em;margin:.6em 0}th,td{padding:.25em
 text-align:left;vertical-align:top}th{background:#f4f4f4}pre{white-space:pre-wrap;margin:0;font-size:.85em}
 section>pre{background:#f7f7f7;padding:.8em;border-radius:4px}img{max-width:100%}figure{margin:0}
 figcaption,.small{font-size:.8em;color:#666}.notice{border:2px solid #c0392b;background:#fdf0ef;padding:.4em 1em;
-border-radius:4px}.warn{color:#a04000}
+border-radius:4px}.warn{color:#a04000}tr.grey td{color:#9a9a9a}.scroll{overflow-x:auto;max-width:100%}
+td,pre,code{overflow-wrap:anywhere}
 """
 
 _PAGE = """<!doctype html>
