@@ -262,7 +262,7 @@ def _read_holder(text: str) -> str:
         return "holder unknown"
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[Path], None], durable: bool = True) -> Path:
     """Write `path` through a temporary file in its folder, flushed to disk, and an atomic rename, so readers (and a
     machine that lost power) see the old or the new file, never half of one; the file gets the permissions the umask
     gives (a lab's shared group can read results). A failure (a full disk) names the path and leaves no temporary
@@ -276,7 +276,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         raise StudyWriteError(path, exc) from exc
     try:
         write(Path(tmp))
-        _flush_to_disk(tmp)
+        if durable:  # `durable=False`: a display file (progress.json) whose loss at a power cut costs nothing
+            _flush_to_disk(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as exc:

@@ -47,6 +47,9 @@ class StudyRecorder(tune.Callback):
         self.pending = False  # an event whose update was throttled: written by the next update
         self.compact_every = compact_every
         self.loose = len(loose_files(folder))  # row files not compacted yet
+        if self.loose >= compact_every:  # a 0.2 folder, or one whose driver died before compacting: once, now
+            compact(folder)
+            self.loose = 0
         self.ledger = ledger
         self.written: set[str] = set()
         self.rung_rows: dict[str, str] = {}
