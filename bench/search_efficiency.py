@@ -3,8 +3,9 @@
 One fixed list of candidates (random sampler, fixed seed) from a small x2 space over every block family is run
 (a) at the full budget and (b) with successive halving, both through `sr-search launch`; then (c) successive halving
 with about (a)'s wall time and more candidates from the same sampler. Printed side by side: training iterations and
-wall time, the hypervolume of each final front relative to (a)'s (full-budget PSNR-Y vs latency, one fixed
-reference: the bicubic PSNR and 1.1x the largest latency), how many of (a)'s front members (b) kept, and the Kendall
+wall time, the hypervolume of each final front relative to (a)'s (full-budget PSNR-Y vs latency, one reference
+from (a)'s rows by the rule the report and `compare` use, `pareto.hypervolume_reference`: bicubic PSNR-Y, and the
+worst latency + 10% of the range), how many of (a)'s front members (b) kept, and the Kendall
 tau between PSNR at each rung's budget and full-budget PSNR over (a)'s candidates. Then (d): from (a)'s recorded
 validation curves, the stop/continue decisions of four rules replayed at the same rungs: ours (non-dominated rank,
 crowding distance), single-objective ASHA on PSNR (Ray Tune's), Syne Tune's multi-objective ASHA (non-dominated rank,
@@ -32,7 +33,7 @@ import pandas as pd
 from scipy.stats import kendalltau
 
 from sr_search import launch, load_results, load_study
-from sr_search.results.pareto import hypervolume_2d, pareto_front
+from sr_search.results.pareto import HypervolumeReference, hypervolume_reference, pareto_front, study_hypervolume
 from sr_search.run.halving import promotable, promotion_order
 
 OBJECTIVES = {"psnr_y": "max", "latency_ms": "min"}
@@ -83,9 +84,8 @@ def ratio(a: float, b: float) -> float:
     return a / b if b > 0 else math.nan
 
 
-def hypervolume(df: pd.DataFrame, reference: tuple[float, float]) -> float:
-    front = pareto_front(df, OBJECTIVES)
-    return hypervolume_2d(front[list(OBJECTIVES)].to_numpy(), reference, list(OBJECTIVES.values()))
+def hypervolume(df: pd.DataFrame, reference: HypervolumeReference) -> float:
+    return study_hypervolume(df, OBJECTIVES, reference)
 
 
 def curves(df: pd.DataFrame) -> dict[str, dict[int, float]]:
@@ -179,8 +179,7 @@ def main() -> None:
                                                                         args.concurrency, pruning))
     rungs = load_study_rungs(m, rf, full)
     complete = full_df[full_df["status"] == "complete"]
-    bicubic = float(complete["bicubic_psnr_y"].iloc[0])
-    reference = (bicubic, 1.1 * float(complete["latency_ms"].max()))  # (a)'s: one reference for every run
+    reference = hypervolume_reference(full_df, OBJECTIVES)  # (a)'s: one reference for every run
     hv_a = hypervolume(full_df, reference)
     front_a = set(pareto_front(full_df, OBJECTIVES)["trial_id"])
     kept = front_a & set(halved_df.loc[halved_df["status"] == "complete", "trial_id"])
@@ -189,7 +188,7 @@ def main() -> None:
         return int(df["train_iterations"].fillna(0).sum())
 
     print(f"{n} candidates, full budget {full} iterations, rungs {rungs}, reduction factor {rf}, concurrency "
-          f"{args.concurrency}; HV reference: PSNR-Y {reference[0]:.3f} dB (bicubic), latency {reference[1]:.2f} ms")
+          f"{args.concurrency}; HV reference: {reference.text()}")
     print(f"{'run':28s} {'candidates':>10s} {'iterations':>11s} {'ratio':>6s} {'wall s':>8s} {'ratio':>6s} "
           f"{'HV / HV(a)':>10s}")
     for label, df, wall in (("(a) full budget", full_df, full_s), ("(b) successive halving", halved_df, halved_s),

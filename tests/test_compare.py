@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 from sr_search import SrSearchError, load_results, load_study
 from sr_search.cli import app
 from sr_search.results.compare import compare_studies
-from sr_search.results.pareto import dominance, hypervolume_2d, pareto_front
+from sr_search.results.pareto import (
+    RULE_BICUBIC, RULE_GIVEN, RULE_WORST, RULE_ZERO, dominance, hypervolume_2d, pareto_front,
+)
 from sr_search.results.store import write_trial_row
 from sr_search.results.study_dir import StudyDir
 from sr_search.run.plan import make_plan
@@ -66,15 +68,17 @@ def test_two_studies_share_one_reference_and_say_who_dominates(studies):
     # the reference is fixed by the metric (bicubic PSNR-Y, zero throughput), not by either study
     bicubic = load_results(studies["short"]).loc[0, "bicubic_psnr_y"]
     assert cmp.reference == {"psnr_y": pytest.approx(bicubic, abs=1e-6), "throughput": 0.0}
-    assert cmp.reference_rule == {"psnr_y": "bicubic PSNR-Y", "throughput": "fixed"}
-    # each study's hypervolume is its front's against that one point (pinned lower here: 6 iterations stay
-    # below bicubic, which leaves every hypervolume 0 under the default reference)
+    assert cmp.reference_rule == {"psnr_y": RULE_BICUBIC, "throughput": RULE_ZERO}
+    # each study's hypervolume is its front's against that one point, below-bicubic trials left out whatever the
+    # reference: 6 and 12 iterations stay below bicubic, so both are 0 even when the reference is pinned lower
     pinned = compare_studies([studies["short"], studies["long"]], reference={"psnr_y": 20.0})
     for label, path in (("short", studies["short"]), ("long", studies["long"])):
         front = pareto_front(load_results(path), cmp.objectives)
-        expected = hypervolume_2d(front[["psnr_y", "throughput"]].to_numpy(), [20.0, 0.0], ["max", "max"])
-        assert expected > 0
+        counted = front[~front["below_bicubic"].astype(bool)]
+        expected = hypervolume_2d(counted[["psnr_y", "throughput"]].to_numpy(), [20.0, 0.0], ["max", "max"])
         assert pinned.studies.set_index("study").loc[label, "hypervolume"] == pytest.approx(expected)
+        rows = load_results(path)
+        assert pinned.studies.set_index("study").loc[label, "below_bicubic"] == rows["below_bicubic"].sum()
     assert list(cmp.studies["study"]) == ["short", "long"] and (cmp.studies["complete"] == 3).all()
     assert (cmp.studies["hypervolume"] >= 0).all() and cmp.studies["flag"].isna().all()
     # the table holds both fronts; a point's dominated_by names the other front's points that beat it
@@ -121,7 +125,7 @@ def test_psnr_on_other_validation_data_is_flagged(studies, tmp_path):
     assert cmp.flag_kinds == {"smallval": ["bicubic PSNR-Y"]}
     assert "PSNR values are not comparable" in cmp.flags[0]
     # no single bicubic PSNR-Y to anchor on: the reference falls back to the worst of both studies
-    assert cmp.reference_rule["psnr_y"].startswith("worst of all studies")
+    assert cmp.reference_rule["psnr_y"] == RULE_WORST
 
 
 def test_different_objectives_are_refused_unless_named(studies, tmp_path):
@@ -130,12 +134,12 @@ def test_different_objectives_are_refused_unless_named(studies, tmp_path):
         compare_studies([studies["short"], mine])
     assert "params_deploy (min)" in str(info.value) and "throughput (max)" in str(info.value)
     cmp = compare_studies([studies["short"], mine], objectives={"psnr_y": "max", "params_deploy": "min"})
-    assert cmp.reference_rule["params_deploy"].startswith("worst of all studies")
+    assert cmp.reference_rule["params_deploy"] == RULE_WORST
     worst = max(load_results(p)["params_deploy"].max() for p in (studies["short"], mine))
     assert cmp.reference["params_deploy"] > worst
     pinned = compare_studies([studies["short"], mine], objectives={"psnr_y": "max", "params_deploy": "min"},
                              reference={"params_deploy": 1e4})
-    assert pinned.reference["params_deploy"] == 1e4 and pinned.reference_rule["params_deploy"] == "given"
+    assert pinned.reference["params_deploy"] == 1e4 and pinned.reference_rule["params_deploy"] == RULE_GIVEN
 
 
 def test_cli_writes_figure_and_tables_and_prints_the_table(studies, tmp_path, monkeypatch):

@@ -259,8 +259,10 @@ def test_hypervolume_figure_states_reference_and_ends_at_the_front_volume() -> N
     ax = fig.axes[0]
     assert "reference point: psnr_y = 28 dB, throughput = 10 images/s" in ax.get_title()
     assert ax.get_ylabel() == "hypervolume (dB × images/s)"
-    y = ax.lines[0].get_ydata()
-    assert len(y) == 25 and (np.diff(y) >= 0).all()
+    step = ax.lines[0]
+    assert step.get_drawstyle() == "steps-post"  # changes at trials, flat in between
+    y = step.get_ydata()
+    assert len(y) == 26 and (np.diff(y) >= 0).all()  # one value per trial, the last step drawn to the edge
     # Independent final value: union of rectangles by a fine grid-free sweep in sorted order.
     front = pareto_front(df, {"psnr_y": "max", "throughput": "max"}).sort_values("throughput")
     area, prev = 0.0, reference["throughput"]
@@ -269,6 +271,67 @@ def test_hypervolume_figure_states_reference_and_ends_at_the_front_volume() -> N
         prev = tp
     assert y[-1] == pytest.approx(area)
     assert plot_hypervolume(df, {"psnr_y": "max"}) is None
+
+
+def test_hypervolume_axis_shows_the_curve_whole_trials_and_not_counted_trials() -> None:
+    """0.2 drew the curve on the top edge (the axis ended at its value) with ticks at 1.25, 1.5, ... trials, and
+    counted a below-bicubic trial; now: the axis clears the curve, ticks are whole trials, and pruned and
+    below-bicubic trials add nothing and are drawn open."""
+    df = make_results(5, seed=2, bicubic_psnr_y=28.0)
+    df["psnr_y"] = [29.0, 27.5, 29.5, 31.0, 30.0]  # trial 2 under bicubic, trial 5 pruned
+    df["throughput"] = [100.0, 900.0, 50.0, 20.0, 800.0]
+    df["below_bicubic"] = df["psnr_y"] < 28.0
+    df["collapsed"] = False
+    df.loc[4, "status"] = "pruned"
+    fig = plot_hypervolume(df, {"psnr_y": "max", "throughput": "max"})
+    ax = fig.axes[0]
+    assert "reference point: psnr_y = 28 dB, throughput = 0 images/s" in ax.get_title()  # the one rule
+    y = ax.lines[0].get_ydata()[:5]
+    assert y[1] == y[0] and y[4] == y[3]  # the below-bicubic and the pruned trial change nothing
+    assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] >= 1.1 * y.max()
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    open_markers = ax.lines[2]  # the trials not counted
+    assert list(open_markers.get_xdata()) == [2, 5]
+
+
+def test_report_and_compare_print_one_hypervolume_for_a_study(tmp_path: Path) -> None:
+    """0.2's report put the PSNR-Y reference at the worst point - 10% (18.91 dB on its smoke study) while compare
+    used bicubic: one study, two hypervolumes. Now both take `pareto.hypervolume_reference` and print one number."""
+    from typer.testing import CliRunner
+
+    from sr_search.cli import app
+    from sr_search.results.store import write_trial_row
+
+    folders = {}
+    for name, psnr in (("a", [27.5, 29.0, 30.0, 31.5]), ("b", [28.5, 29.5, 30.5, 27.0])):
+        folder = tmp_path / name
+        for i, (value, speed) in enumerate(zip(psnr, [400.0, 300.0, 120.0, 40.0], strict=True)):
+            write_trial_row(folder, {
+                "study": name, "trial_id": f"{i:04d}", "status": "complete", "block": "plain", "channels": 8 * (i + 1),
+                "deploy_key": f"{name}{i}", "psnr_y": value, "bicubic_psnr_y": 28.0, "psnr_gain": value - 28.0,
+                "below_bicubic": value < 28.0, "collapsed": False, "throughput": speed, "timing_exclusive": True})
+        (folder / "study.yaml").write_text(f"name: {name}\nmode: search\n", encoding="utf-8")
+        folders[name] = folder
+    runner = CliRunner()
+    report = runner.invoke(app, ["report", str(folders["a"])])
+    assert report.exit_code == 0, report.output
+    line = next(text for text in report.output.splitlines() if text.startswith("hypervolume "))
+    number = line.split()[1]
+    # (29 - 28) x 300 + (30 - 29) x 120 + (31.5 - 30) x 40 = 480; the 27.5 dB trial is below bicubic
+    assert number == "480"
+    assert "psnr_y 28.000 (bicubic PSNR-Y), throughput 0 (fixed at 0)" in line
+    page = (folders["a"] / "report" / "report.html").read_text(encoding="utf-8")
+    assert f"<b>Hypervolume {number}</b>" in page and "psnr_y 28.000 (bicubic PSNR-Y)" in page
+    compared = runner.invoke(app, ["compare", str(folders["a"]), str(folders["b"])])
+    assert compared.exit_code == 0, compared.output
+    assert "hypervolume reference: psnr_y 28.000 (bicubic PSNR-Y), throughput 0 (fixed at 0)" in compared.output
+    row = next(text.split() for text in compared.output.splitlines() if text.strip().startswith("a "))
+    assert number in row
+    # pinned: both commands take the same --reference; the below-bicubic trial stays out whatever the reference
+    pinned = runner.invoke(app, ["report", str(folders["a"]), "--reference", "psnr_y=27"])
+    assert "hypervolume 780 " in pinned.output and "psnr_y 27.000 (given (--reference))" in pinned.output
 
 
 # --- ablation --------------------------------------------------------------------------------------
