@@ -238,7 +238,7 @@ def launch(
                     dashboard_host=dashboard_host, study_file=study_file, echo=_echo,
                     allow_block_change=allow_block_change)
     if not dry_run:
-        report(study_dir)
+        report(study_dir, reference=[])  # called as a function: typer's option defaults are not values
 
 
 @app.command()
