@@ -192,6 +192,15 @@ def test_the_untrained_check_passes_exact_families_on_their_dtype():
     assert problem is None and err <= 1e-10
 
 
+def test_a_deep_exact_network_with_random_bn_statistics_is_not_failed_by_rounding():
+    """An untrained 24-block RepSR with random BN statistics outputs values near 60; float32 rounding alone then
+    exceeds 1e-4 (0.2's absolute tolerance): the check before training scales its tolerance with the output."""
+    from sr_search.run.trial import _check_untrained
+
+    spec = ArchSpec(block="rep", scale=4, channels=64, depth=24, branches=4, width_mult=3.0)
+    assert _check_untrained(spec, torch.device("cpu"), 0) is None
+
+
 # --- 3. failures are visible --------------------------------------------------------------------------------------
 
 

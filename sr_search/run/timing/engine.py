@@ -68,8 +68,9 @@ class Built:
 
 
 def input_tensor(shape: tuple[int, ...]) -> torch.Tensor:
-    """The protocol's input: seeded uniform [0, 1), fp32 (as the torch runtime draws it)."""
-    return torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+    """The protocol's input: seeded uniform [0, 1) (the torch runtime's values), fp32 on the CPU: an engine gets the
+    network exported on the CPU in fp32 and sets its own device and precision."""
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(0), device="cpu", dtype=torch.float32)
 
 
 def runtime_module(p: TimingProtocol) -> Any:
