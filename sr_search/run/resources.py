@@ -21,8 +21,9 @@ def needs(study: Study) -> dict[str, tuple[float, str]]:
     if study.timing_on is not None:
         for name, amount in study.timing_on.resources.items():
             out[name] = (amount, f"timing_on.resources.{name}")
-    if study.protocol.device == "cuda" and "GPU" not in out:
-        out["GPU"] = (1.0, f"timing: {study.protocol.name} (a CUDA protocol)")
+    for p in (study.protocol, *study.also_protocols()):
+        if p.device == "cuda" and "GPU" not in out:
+            out["GPU"] = (1.0, f"timing: {p.name} (a CUDA protocol)")
     return out
 
 
@@ -43,12 +44,14 @@ def check_timing_device(study: Study) -> None:
         missing = missing_runtime(protocol)
         if missing is not None:
             raise SrSearchError(f"study {study.name!r}: {missing}")
-    if study.protocol.device == "cuda" and study.resources.gpus_per_trial == 0 and study.timing_on is None:
+    cuda = next((p for p in study_protocols(study) if p.device == "cuda"), None)
+    if cuda is not None and study.resources.gpus_per_trial == 0 and study.timing_on is None:
         import torch
 
         here = "" if torch.cuda.is_available() else "; this machine has no CUDA"
         raise SrSearchError(
-            f"study {study.name!r} times with a CUDA protocol (timing: {study.protocol.name}), but its trials get no "
+            f"study {study.name!r} times with a CUDA protocol ({'timing' if cuda is study.protocol else 'also_time'}: "
+            f"{cuda.name}), but its trials get no "
             f"GPU (resources.gpus_per_trial is 0{here}) and no deployment node is named (timing_on): set "
             f"resources.gpus_per_trial (1 for exclusive timings) where there is a GPU, add timing_on, or use a CPU "
             f"protocol (timing: cpu)")
@@ -56,7 +59,7 @@ def check_timing_device(study: Study) -> None:
 
 def study_protocols(study: Study) -> list:
     """Every protocol the study times under: its `timing`, then any it also times in (`also_time`)."""
-    return [study.protocol, *getattr(study, "also_protocols", lambda: [])()]
+    return [study.protocol, *study.also_protocols()]
 
 
 def check_resources(study: Study, available: Mapping[str, float], where: str = "this machine") -> None:
