@@ -96,7 +96,9 @@ def test_sigterm_takes_the_ctrl_c_path_once(monkeypatch):
     calls = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))
     try:
-        with sigterm_as_ctrl_c():
+        with sigterm_as_ctrl_c() as on_sigterm:
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # what ray.init installs
+            on_sigterm.arm()  # ... and what launch does right after it
             os.kill(os.getpid(), signal.SIGTERM)
             os.kill(os.getpid(), signal.SIGTERM)  # one clean stop: a second SIGTERM is not a second Ctrl-C
             time.sleep(0.05)
@@ -126,6 +128,11 @@ _NO_SLURM = _slurm_answers()
 slurm_only = pytest.mark.skipif(_NO_SLURM is not None, reason=str(_NO_SLURM))
 
 
+#: upper bounds (a 2-core machine under load; on an idle one each test takes 1-3 minutes)
+SMOKE_BUDGET_S = 480
+REQUEUE_BUDGET_S = 900
+
+
 def _job(job_id: str) -> dict[str, str]:
     text = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
     return dict(re.findall(r"(\w+)=(\S*)", text))
@@ -147,7 +154,9 @@ def _finished(job_id: str) -> str | None:
 
 
 def _rows(out: Path) -> int:
-    return len(list((out / "trials").glob("*.parquet"))) if (out / "trials").exists() else 0
+    from sr_search import load_results
+
+    return len(load_results(out)) if (out / "study.yaml").exists() else 0
 
 
 def _submit(args: list[str]) -> str:
@@ -179,7 +188,7 @@ def test_submitted_smoke_study_completes_every_trial_once(tmp_path):
     start = time.time()
     job_id = _submit([str(SMOKE), "--out", str(out), "--time", "00:15:00", "--signal-before", "60"])
     log = script_path(out).parent / f"slurm-{job_id}.log"
-    state = _wait(lambda: _finished(job_id), time.time() + 600, job_id, log)
+    state = _wait(lambda: _finished(job_id), start + SMOKE_BUDGET_S, job_id, log)
     print(f"smoke study under Slurm: {time.time() - start:.0f} s from sbatch to the job's end")
     assert state == "COMPLETED", log.read_text()[-6000:]
     _every_trial_once(out, 3)
@@ -192,7 +201,7 @@ space: {space}
 fixed: {{channels: 8, depth: 1}}
 sampler: random
 n_trials: 5
-train: {{iterations: 50, batch_size: 8, lr_patch: 48, lr: 0.002}}
+train: {{iterations: 30, batch_size: 8, lr_patch: 48, lr: 0.002}}
 """
 
 
@@ -208,6 +217,7 @@ def test_cancelled_then_warned_job_requeues_and_resumes_every_trial_once(tmp_pat
     study_file.write_text(STOPPABLE.format(space=ROOT / "searchspace" / "efficient_sr.yaml"))
     out = tmp_path / "run"
     t0 = time.time()
+    end = t0 + REQUEUE_BUDGET_S  # every wait below ends by then: a stuck job fails the test, never hangs the suite
     events = []
 
     def note(what):
@@ -215,10 +225,10 @@ def test_cancelled_then_warned_job_requeues_and_resumes_every_trial_once(tmp_pat
 
     first = _submit([str(study_file), "--out", str(out), "--time", "00:15:00", "--signal-before", "60"])
     log = script_path(out).parent / f"slurm-{first}.log"
-    _wait(lambda: _rows(out) >= 1, time.time() + 400, first, log)
+    _wait(lambda: _rows(out) >= 1, end, first, log)
     note(f"job {first}: first row; scancel")
     subprocess.run(["scancel", first], check=True)
-    assert _wait(lambda: _finished(first), time.time() + 120, first, log) == "CANCELLED"
+    assert _wait(lambda: _finished(first), end, first, log) == "CANCELLED"
     done = _rows(out)
     note(f"job {first} cancelled with {done} row(s)")
     assert 1 <= done < 5
@@ -227,12 +237,12 @@ def test_cancelled_then_warned_job_requeues_and_resumes_every_trial_once(tmp_pat
                             check=True).stdout.strip().split(";")[0]
     log = script_path(out).parent / f"slurm-{second}.log"
     note(f"job {second} submitted (the same script)")
-    _wait(lambda: _rows(out) > done, time.time() + 400, second, log)
+    _wait(lambda: _rows(out) > done, end, second, log)
     note(f"job {second}: {_rows(out)} rows; time-limit warning (USR1 to the batch script)")
     subprocess.run(["scancel", "--batch", "--signal=USR1", second], check=True)
-    _wait(lambda: int(_job(second).get("Restarts", 0)) >= 1, time.time() + 180, second, log)
+    _wait(lambda: int(_job(second).get("Restarts", 0)) >= 1, end, second, log)
     note(f"job {second} requeued ({_job(second).get('JobState')}) with {_rows(out)} rows")
-    state = _wait(lambda: _finished(second), time.time() + 500, second, log)
+    state = _wait(lambda: _finished(second), end, second, log)
     note(f"job {second} {state}")
     print("\n".join(events))
     text = log.read_text()

@@ -5,6 +5,9 @@ inside Ray Tune's run, Tune's own SIGINT handler ends the run after saving (ever
 paused candidates keep their rung checkpoints), elsewhere a KeyboardInterrupt - and the launch exits 130 saying how
 to resume. Later SIGTERMs are ignored (one clean stop; a scheduler that will not wait sends SIGKILL). This also works
 where SIGINT itself is ignored, as it is for a background job of a non-interactive shell (an sbatch script's driver).
+
+`ray.init` replaces SIGTERM's handler with its own (`sys.exit(15)`), so the launch calls `arm()` again once Ray is
+up.
 """
 
 from __future__ import annotations
@@ -16,18 +19,20 @@ import threading
 from collections.abc import Iterator
 
 
-@contextlib.contextmanager
-def sigterm_as_ctrl_c() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
-        return
-    stopping = False
+class SigtermAsCtrlC:
+    def __init__(self) -> None:
+        self.stopping = False
+        self.enabled = threading.current_thread() is threading.main_thread()  # only it may set handlers
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        nonlocal stopping
-        if stopping:
+    def arm(self) -> None:
+        """(Re)install the handler: after anything that installs its own (ray.init)."""
+        if self.enabled:
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        if self.stopping:
             return
-        stopping = True
+        self.stopping = True
         # os.write, not print: a handler may run in the middle of a print to the same stream
         os.write(2, b"SIGTERM: stopping as on Ctrl-C (what finished is kept; --resume continues)\n")
         interrupt = signal.getsignal(signal.SIGINT)
@@ -36,8 +41,14 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
         else:  # SIGINT ignored (a background job of a shell) or left to the OS
             raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c() -> Iterator[SigtermAsCtrlC]:
+    handler = SigtermAsCtrlC()
+    previous = signal.getsignal(signal.SIGTERM)
+    handler.arm()
     try:
-        yield
+        yield handler
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if handler.enabled:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

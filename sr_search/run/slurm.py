@@ -41,6 +41,8 @@ from ..errors import SrSearchError
 from ..results.study_dir import StudyDir
 from ..study.model import Study
 
+#: consecutive jobs that record no trial before the script stops requeueing itself
+MAX_IDLE_JOBS = 3
 #: what the driver's exit code 130 means (sr_search.cli.EXIT_STOPPED): stopped early, every finished row kept
 EXIT_STOPPED = 130
 _TIME = re.compile(r"^(?:(?P<days>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
@@ -263,8 +265,11 @@ while True:
 WAIT
 
 # --- the driver: it alone writes the study folder; --resume once the folder holds the study ---
+rows() {{ [ -e "$STUDY_DIR/{folder.study_file.name}" ] && "$PY" -c 'import sys; from sr_search import load_results
+print(len(load_results(sys.argv[1])))' "$STUDY_DIR" 2>/dev/null || echo 0; }}
 RESUME=()
 [ -e "$STUDY_DIR/{folder.study_file.name}" ] && RESUME=(--resume)
+ROWS_BEFORE=$(rows)
 log "driver: sr-search launch ${{RESUME[*]}} (study folder $STUDY_DIR)"
 "$PY" -m sr_search.cli launch "$STUDY_FILE" --out "$STUDY_DIR" --address "$RAY_ADDRESS" "${{RESUME[@]}}" &
 DRIVER=$!
@@ -275,7 +280,15 @@ log "driver exited $RC"
 teardown
 trap - EXIT
 
-if [ "$RC" -eq {EXIT_STOPPED} ] && [ "$STOP" = requeue ]; then
+# A job that recorded no trial before its limit: after {MAX_IDLE_JOBS} in a row, stop requeueing (the time limit is
+# too short for one trial plus Ray's start) instead of requeueing forever.
+IDLE_FILE="$LOG_DIR/idle-jobs"
+IDLE=$(cat "$IDLE_FILE" 2>/dev/null || echo 0)
+if [ "$(rows)" -gt "$ROWS_BEFORE" ]; then IDLE=0; else IDLE=$((IDLE + 1)); fi
+echo "$IDLE" > "$IDLE_FILE"
+if [ "$RC" -eq {EXIT_STOPPED} ] && [ "$STOP" = requeue ] && [ "$IDLE" -ge {MAX_IDLE_JOBS} ]; then
+  log "not requeueing: the last {MAX_IDLE_JOBS} jobs recorded no trial before the time limit; raise --time"
+elif [ "$RC" -eq {EXIT_STOPPED} ] && [ "$STOP" = requeue ]; then
   log "requeueing job $SLURM_JOB_ID: the study resumes when it starts again"
   scontrol requeue "$SLURM_JOB_ID" && exit 0
   log "scontrol requeue failed: submit this script again to continue the study"
