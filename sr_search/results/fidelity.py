@@ -34,7 +34,7 @@ from ..errors import SrSearchError
 from ..study.yamlfile import load_bounded
 from .pareto import eligible_mask, front_mask
 from .store import study_objectives, typed
-from .study_dir import StudyDir
+from .study_dir import StudyDir, atomic_write
 
 __all__ = ["Fidelity", "rank_fidelity", "bootstrap_intervals", "batch_kendall_tau", "batch_spearman_rho",
            "proxy_fidelity", "study_fidelity", "read_rows", "confirmed_source", "fidelity_section"]
@@ -305,7 +305,7 @@ def fidelity_section(study_dir: Path, out: Path) -> str:
     figure = ""
     if fig is not None:
         png = png_bytes(fig)
-        (out / "fidelity.png").write_bytes(png)
+        atomic_write(out / "fidelity.png", lambda tmp: tmp.write_bytes(png))
         figure = (f"<figure><img alt=\"proxy vs confirmed\" src=\"data:image/png;base64,"
                   f"{base64.b64encode(png).decode('ascii')}\"><figcaption>Each candidate's move from its proxy "
                   f"value (hollow) to its confirmed value (filled) (fidelity.png)</figcaption></figure>")

@@ -33,7 +33,7 @@ from .quality_flags import COLLAPSE_DROP_DB, CONSTANT_SPREAD, collapse_cause, fl
 from .store import study_factors, typed
 from .time_shares import COLUMNS as TIME_COLUMNS
 from .time_shares import shares_line, totals
-from .study_dir import StudyDir
+from .study_dir import StudyDir, atomic_write
 from .tables import (
     LABELS, PLOT_OBJECTIVES, TABLE_COLUMNS, UNITS, _cell, _complete, _exclusive, _missing, ablation_table, front_table,
     front_text,
@@ -101,7 +101,7 @@ def write_report(study_dir: Path, df: pd.DataFrame | None = None, *, study_meta:
     title = f"sr-search report: {_study_name(df, meta, study_dir)}"
     page = _PAGE.format(title=html.escape(title), css=_CSS, body="\n".join(s for s in sections if s))
     path = out / "report.html"
-    path.write_text(page, encoding="utf-8")
+    atomic_write(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return path
 
 
@@ -175,7 +175,7 @@ def _front_section(df: pd.DataFrame, objectives: dict[str, str], out: Path) -> s
                 "</section>")
     table = front_table(df, objectives)
     table["quality_flag"] = _flag_labels(df, table)
-    table.to_csv(out / "front.csv", index=False)
+    atomic_write(out / "front.csv", lambda tmp: table.to_csv(tmp, index=False))
     names = ", ".join(f"{html.escape(LABELS.get(n, n))} ({d})" for n, d in objectives.items())
     note = ""
     if "timing_exclusive" in table.columns and not _exclusive(table).all():
@@ -345,7 +345,7 @@ def _figure_section(title: str, fig: Figure, path: Path, extra: str) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     png = buffer.getvalue()
-    path.write_bytes(png)
+    atomic_write(path, lambda tmp: tmp.write_bytes(png))
     caption = html.escape(" ".join(ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()))
     encoded = base64.b64encode(png).decode("ascii")
     return (
