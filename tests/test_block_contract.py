@@ -235,6 +235,9 @@ def test_inspect_time_and_presets_take_block_module(tmp_path):
         result = CliRunner().invoke(app, ["inspect", spec, "--block-module", str(path)])
         assert result.exit_code == 0, result.output
         assert "rrrb_cli" in result.output and "11,532" in result.output
+        small = '{"block": "rrrb_cli", "scale": 2, "channels": 8, "depth": 1}'
+        result = CliRunner().invoke(app, ["time", small, "--block-module", str(path), "--protocol", "cpu"])
+        assert result.exit_code == 0 and "rrrb_cli" in result.output, result.output
         result = CliRunner().invoke(app, ["presets", "--block-module", str(path)])
         assert result.exit_code == 0 and re.search(r"rrrb_cli\s+ratio, erb\*", result.output), result.output
     finally:
