@@ -16,9 +16,14 @@ Left out on purpose: `retina` and `hubble_deep_field` (mostly black background, 
 and the grey-level, binary or synthetic images (camera, moon, coins, horse, logo, color, chessboard...).
 
 Colours: `colors=3` trains on RGB in [0, 1]; `colors=1` on the MATLAB Y channel (16..235) divided by 255, computed
-from the 8-bit RGB images, as ECBSR does. Training images live in memory on the training device (the GPU when
-training there), so the loader never starves a tiny model: RGB as uint8 (4x smaller than float, converted per
-batch), Y as float32 (1.33x the uint8 RGB, and no per-batch conversion).
+from the 8-bit RGB images, as ECBSR does.
+
+Held once: each image is decoded once per node and degraded once per scale into the node's cache
+(`sr_search.study.data_cache`: uint8 files that every trial process maps read-only, so the page cache holds one copy
+however many trials run). Batches are cut on the host as uint8 (one block copy per patch) and converted where the
+model trains: for a GPU they are copied from pinned memory without blocking, then augmented and converted to float
+(RGB, or Y) there; for the CPU they are cut already augmented. The draws, flips and transposes are sr-search 0.2's,
+so the batches are the same. `data.on_gpu` copies the images to the GPU instead (each trial its own copy).
 """
 
 from __future__ import annotations
