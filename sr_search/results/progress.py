@@ -40,6 +40,8 @@ class ProgressState:
     running: dict[str, dict[str, Any]] = field(default_factory=dict)
     phase: str = "running"
     last_failure: dict[str, Any] | None = None
+    #: where the trials' time went, set by the driver when the study ends (so `status` need not read the rows)
+    time_line: str | None = None
 
     def __post_init__(self) -> None:
         self._last: dict[str, Any] | None = None
@@ -108,7 +110,7 @@ class ProgressState:
             "front_size": 0 if self._front is None else len(self._front),
             "elapsed_s": round(now - self.started, 1), "eta_s": None if eta is None else round(eta, 1),
             "dashboard": self.dashboard, "updated_at": now, "state": self.phase,
-            "last_failure": self.last_failure}
+            "last_failure": self.last_failure, "time_line": self.time_line}
         return self._last
 
     def latest(self) -> dict[str, Any]:
@@ -235,29 +237,31 @@ def status(study_dir: str | Path, recount: bool = False) -> str:
                                        f"rows (the total is unknown until the driver writes it again)"), stacklevel=2)
         state = {"state": "unknown"}
     folder = StudyDir(study_dir)
-    if recount or state.get("finished") != _rows_on_disk(folder):
+    stale = state.get("finished") != _rows_on_disk(folder)
+    if recount or stale:
         # stale (a driver that stopped without its last write, a row set aside since) or damaged: the rows decide
         state.update(summarize(folder, folder.frozen().objectives, state.get("total", 0)))
     age = time.time() - state.get("updated_at", time.time())
     lines = [progress_line(state), *running_lines(state),
              f"{state.get('state', 'running')}; last update {age:.0f} s ago"]
-    if recount or state.get("state") not in (None, "running"):  # reads the rows' time columns: not every `watch`
-        lines += _time_line(folder)
+    if recount or state.get("state") not in (None, "running"):  # not every `watch`: a finished study's line
+        # comes from progress.json (the driver wrote it at the end); the rows' time columns are read when it has none
+        line = state["time_line"] if "time_line" in state and not recount and not stale else time_line(folder)
+        lines += [line] if line else []
     if state.get("dashboard") and state.get("state") == "running":
         lines.append(f"Ray dashboard: {state['dashboard']}")
     return "\n".join(lines)
 
 
-def _time_line(folder: StudyDir) -> list[str]:
+def time_line(folder: StudyDir) -> str | None:
     """Where the trials' time went (training, data, validation, ...), when the rows record it."""
     from . import rows
     from .time_shares import COLUMNS, shares_line, totals
 
     table = rows._read_table(folder, list(COLUMNS))
     if table is None:
-        return []
-    line = shares_line(totals({name: table.column(name).to_pylist() for name in table.column_names}))
-    return [line] if line else []
+        return None
+    return shares_line(totals({name: table.column(name).to_pylist() for name in table.column_names}))
 
 
 def _rows_on_disk(folder: StudyDir) -> int:

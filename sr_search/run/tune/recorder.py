@@ -20,7 +20,7 @@ from ray import tune
 
 from ...columns import TrialRow, TrialStatus
 from ...model.spec import ArchSpec
-from ...results.progress import ProgressState, write_progress
+from ...results.progress import ProgressState, time_line, write_progress
 from ...results.parts import loose_files
 from ...results.store import COMPACT_EVERY, compact, load_results, row_from_json, write_trial_row
 from ...results.study_dir import StudyDir, atomic_write
@@ -117,6 +117,7 @@ class StudyRecorder(tune.Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.cache.flush()  # the timing journal folded: the parquet file alone is the whole cache
         self.state.end()
+        self.state.time_line = time_line(self.folder)  # once, here: `status` of a finished study reads no row
         self._update(final=True)
 
     # --- helpers -------------------------------------------------------------------------------------------
