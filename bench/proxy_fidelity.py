@@ -1,8 +1,8 @@
 """Proxy fidelity (issue 27): does a short training rank candidates as a longer one would?
 
-On this machine's CPU and the built-in images, x2: a search of `--candidates` sampled candidates over every block
-family plus two named baselines at `--iterations` (the proxy), then `sr-search confirm` of its top `--top` (by
-non-dominated rank, then crowding distance) plus the baselines at `--confirm-iterations`, `--seeds` seeds each.
+On this machine's CPU and the built-in images, x2, Y channel: a search of `--candidates` sampled candidates over
+every block family plus two named baselines at `--iterations` (the proxy), then `sr-search confirm` of its top `--top`
+(by non-dominated rank, then crowding distance) plus the baselines at `--confirm-iterations`, `--seeds` seeds each.
 Printed: Kendall tau and Spearman rho between proxy and confirmed PSNR-Y with bootstrap 95% intervals, which proxy
 front members stay on the confirmed front and which join it, the largest rank changes, and the wall time and
 training iterations of the confirmation vs the search, measured side by side in one run (the machine is shared, so
@@ -10,6 +10,7 @@ wall times are noisy; their ratio is what to read).
 
     python bench/proxy_fidelity.py                     # the issue's sizes: 16 + 2 at 300, top 8 + 2 at 1,500 x 2
     python bench/proxy_fidelity.py --keep runs/pf      # keep the folders; a finished search is reused
+    python bench/proxy_fidelity.py --keep runs/pf --seeds 2   # again, one more seed: the confirmation grows
     python bench/proxy_fidelity.py --candidates 6 --iterations 60 --confirm-iterations 200 --top 3 --seeds 1
 """
 
@@ -25,12 +26,13 @@ from sr_search import launch, load_results, load_study
 from sr_search.results.fidelity import study_fidelity
 from sr_search.run.confirm import confirm
 
-BASELINES = ["rtsrn-x2", "span-ch28-x2"]
+#: Y-channel models (as ECBSR and RepSR publish theirs): the shared 2-core CPU trains them in reasonable time
+BASELINES = ["ecbsr-m4c8-x2", "repsr-m4c16-x2"]
 SPACE = """\
 description: a small x2 space over every block family (issue 27 benchmark)
 params:
   scale: 2
-  colors: 3
+  colors: 1
   channels: {low: 8, high: 32, step: 8}
   depth: {low: 2, high: 6}
   activation: [relu, prelu, lrelu, silu]
@@ -46,11 +48,11 @@ blocks:
 """
 
 
-def study_text(n: int, iterations: int, concurrency: int) -> str:
+def study_text(n: int, iterations: int, concurrency: int, batch: int, patch: int) -> str:
     return (f"name: search\nspace: space.yaml\nsampler: random\nseed: 11\nn_trials: {n + len(BASELINES)}\n"
             f"baselines: [{', '.join(BASELINES)}]\n"
             f"objectives: {{psnr_y: max, throughput: max}}\ntiming: cpu\n"
-            f"train: {{iterations: {iterations}, batch_size: 8, lr_patch: 32, lr: 0.002}}\n"
+            f"train: {{iterations: {iterations}, batch_size: {batch}, lr_patch: {patch}, lr: 0.002}}\n"
             f"data: {{val_max_size: 128}}\nresources: {{concurrency: {concurrency}, gpus_per_trial: 0}}\n")
 
 
@@ -62,6 +64,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=8, help="training batch size")
+    parser.add_argument("--patch", type=int, default=32, help="LR training patch side")
     parser.add_argument("--keep", type=Path, default=None, help="keep the study folders here (a finished search "
                                                                   "with the same settings is reused)")
     args = parser.parse_args()
@@ -69,7 +73,7 @@ def main() -> None:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "space.yaml").write_text(SPACE)
-        text = study_text(args.candidates, args.iterations, args.concurrency)
+        text = study_text(args.candidates, args.iterations, args.concurrency, args.batch, args.patch)
         search_dir, seconds = folder / "search", folder / "search.seconds"
         if seconds.exists() and (folder / "search.yaml").exists() and (folder / "search.yaml").read_text() == text:
             search_s = float(seconds.read_text())
@@ -92,7 +96,7 @@ def main() -> None:
         print(f"search: {len(search)} trials ({args.candidates} sampled over {', '.join(families)}; baselines "
               f"{', '.join(BASELINES)}) at {args.iterations} iterations; confirmation: {len(fid.pairs)} candidates "
               f"(top {args.top} + baselines) x {args.seeds} seed(s) at {args.confirm_iterations} iterations; CPU, "
-              f"built-in images, x2")
+              f"built-in images, x2, Y channel")
         print()
         print(f"{'':26s} {'value':>7s} {'95% interval':>18s}")
         for name, label in (("tau", "Kendall tau (PSNR-Y)"), ("rho", "Spearman rho (PSNR-Y)")):
