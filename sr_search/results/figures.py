@@ -201,7 +201,7 @@ def plot_hypervolume(
         if (~counted).any():
             ax.plot(trials[~counted], volume[~counted], "o", mfc="white", mec="0.6", ms=size, zorder=3,
                     label="not counted (pruned, failed, below bicubic or collapsed)")
-            ax.legend(loc="lower right", frameon=True, framealpha=0.9)
+            ax.legend(loc="best", frameon=True, framealpha=0.9)
         ax.set_xlim(0.5, trials[-1] + 0.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)

@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -372,6 +373,8 @@ def _table_html(table: pd.DataFrame, grey: np.ndarray | None = None) -> str:
     for column in shown.columns:
         shown[column] = shown[column].map(lambda v, c=column: _cell(c, v))
     text = shown.to_html(index=False, escape=True, border=0, classes="data")
+    # long column names may break after an underscore (params_deploy), so a wide table still fits 1280 px
+    text = re.sub(r"<th>([^<]*)</th>", lambda m: "<th>" + m.group(1).replace("_", "_<wbr>") + "</th>", text)
     if grey is None or not np.asarray(grey).any():
         return f'<div class="scroll">{text}</div>'
     head, _, rest = text.partition("<tbody>")
@@ -419,7 +422,8 @@ text-align:left;vertical-align:top}th{background:#f4f4f4}pre{white-space:pre-wra
 section>pre{background:#f7f7f7;padding:.8em;border-radius:4px}img{max-width:100%}figure{margin:0}
 figcaption,.small{font-size:.8em;color:#666}.notice{border:2px solid #c0392b;background:#fdf0ef;padding:.4em 1em;
 border-radius:4px}.warn{color:#a04000}tr.grey td{color:#9a9a9a}.scroll{overflow-x:auto;max-width:100%}
-td,pre,code{overflow-wrap:anywhere}
+table.data{font-size:.8em}table.data th,table.data td{padding:.25em .45em}td{overflow-wrap:break-word}
+pre,code{overflow-wrap:anywhere}
 """
 
 _PAGE = """<!doctype html>
