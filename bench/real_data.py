@@ -385,7 +385,7 @@ def main() -> None:
 
     print("\n3. memory the dataset adds to two concurrent workers (PSS: a shared page counts half in each)")
     one = cold["bytes"]
-    for label, mode in (("0.2: a copy each (cache off)", "off"), ("now: the node's copy, mapped", cache)):
+    for label, mode in (("cache off: a copy each (as 0.2)", "off"), ("now: the node's copy, mapped", cache)):
         both = workers(folder, mode, 2, 2)
         added = sum(w["pss_all"] - w["before"]["Pss"] for w in both)
         mapped = sum(w["pss_cache"] for w in both)

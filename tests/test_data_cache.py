@@ -425,3 +425,24 @@ def test_time_shares_line_for_status_and_report():
     assert line == ("trial time 100 s: training 80%, data 20%, validation 0%, deploy check 0%, timing 0%; "
                     "paused 5.0 min between rung segments")
     assert shares_line(totals({})) is None  # rows of 0.2 have no time columns: no line
+
+
+def test_batches_drawn_ahead_in_a_thread_train_the_same_and_leave_the_same_state_at_a_rung():
+    from sr_search import ArchSpec, build
+    from sr_search.run.train import Trainer
+    from sr_search.study.settings import TrainBudget
+
+    data = load_train(DataSpec(train_max_images=2), 2, 3)
+    budget = TrainBudget(iterations=12, batch_size=4, lr_patch=16)
+    outcomes = []
+    for prefetch in (False, True):
+        torch.manual_seed(0)
+        model = build(ArchSpec(block="plain", scale=2, colors=3, channels=8, depth=1))
+        trainer = Trainer(model, data, budget, seed=1, prefetch=prefetch)
+        trainer.run_until(5)  # a rung: the sampler's state must not have run ahead
+        state = trainer.generator.get_state().clone()
+        result = trainer.run_until(12)
+        outcomes.append((state, result.history, [p.detach().clone() for p in model.parameters()]))
+    (state0, hist0, w0), (state1, hist1, w1) = outcomes
+    assert torch.equal(state0, state1) and hist0 == hist1
+    assert all(torch.equal(a, b) for a, b in zip(w0, w1))

@@ -17,6 +17,7 @@ import gc
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -191,6 +192,7 @@ class Trainer:
         on_validation: Callable[[int, Metrics], None] | None = None,
         on_progress: Callable[[int], None] | None = None,
         anneal: Literal["budget", "segment"] = "budget",
+        prefetch: bool | None = None,
     ) -> None:
         self.dev = torch.device(device) if device is not None else train_data.device
         if frozen_bn == "spec":
@@ -203,6 +205,8 @@ class Trainer:
             load_checkpoint(model, budget.warm_start)
         self.model, self.data, self.budget = model, train_data, budget
         self.val_fn, self.on_validation, self.on_progress, self.anneal = val_fn, on_validation, on_progress, anneal
+        # cut the next batch on the host while the GPU runs this step (None: on for CUDA, where it overlaps)
+        self.prefetch = self.dev.type == "cuda" if prefetch is None else prefetch
         self.progress_every = max(1, budget.iterations // 10)  # ten progress reports per run
         torch.manual_seed(seed)
         self.generator = torch.Generator().manual_seed(seed)
@@ -278,6 +282,8 @@ class Trainer:
             return TrainResult(self.done, self.seconds, last, "failed", reason, self.history, self.validations,
                                self.data_seconds, self.validate_seconds)
 
+        feed = _Feed(lambda: self.data.cut(bs, patch, self.generator, pin=self.pin, augment=self.dev.type == "cpu"),
+                     stop - self.done, self.prefetch)
         try:
             for it in range(self.done, stop):
                 if it == self.freeze_at:
@@ -288,8 +294,7 @@ class Trainer:
                         group["lr"] = lr
                     current_lr = lr
                 t_data = time.perf_counter()
-                cut = self.data.cut(bs, patch, self.generator, pin=self.pin, augment=self.dev.type == "cpu")
-                lr_batch, hr_batch = self.data.finish(cut, self.dev, self.dtype)
+                lr_batch, hr_batch = self.data.finish(feed.take(), self.dev, self.dtype)
                 data_seconds += time.perf_counter() - t_data
                 loss = _step(model, optimizer, self.loss_fn, lr_batch, hr_batch, self.precision, self.scaler,
                              budget.grad_clip)
@@ -322,6 +327,8 @@ class Trainer:
             oom = f"out of GPU memory at iteration {self.done + 1} (batch {bs}, LR patch {patch}): {first_line}"
         else:
             oom = None
+        finally:
+            feed.close()
         if oom is not None:  # out of the except clause, so its traceback no longer pins the step's tensors
             pending.clear()
             optimizer.zero_grad(set_to_none=True)
@@ -333,6 +340,30 @@ class Trainer:
         last = self.history[-1][1] if self.history else None
         return TrainResult(self.done, self.seconds, last, "complete", None, self.history, self.validations,
                            self.data_seconds, self.validate_seconds)
+
+
+class _Feed:
+    """The segment's `count` batches from `cut`, drawn in order; with `ahead`, one batch ahead in a background
+    thread (the host's block copies release the GIL, so the next batch is cut while the GPU runs this step). It never
+    draws past the segment, so the sampler's state at a rung is the same with or without it."""
+
+    def __init__(self, cut: Callable[[], Any], count: int, ahead: bool) -> None:
+        self.cut, self.remaining = cut, count
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="sr-search-batches") if ahead and count > 1 else None
+        self.next = self.pool.submit(cut) if self.pool is not None else None
+
+    def take(self) -> Any:
+        self.remaining -= 1
+        if self.pool is None or self.next is None:
+            return self.cut()
+        batch = self.next.result()
+        self.next = self.pool.submit(self.cut) if self.remaining > 0 else None
+        return batch
+
+    def close(self) -> None:
+        """Wait for a batch drawn ahead (a segment that failed drops it), so nothing draws behind a checkpoint."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
 
 def _step(
