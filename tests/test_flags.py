@@ -15,6 +15,7 @@ from sr_search import load_study
 from sr_search.results.quality_flags import (
     COLLAPSE_DROP_DB, CONSTANT_SPREAD, collapse_cause, flags, is_below_bicubic, is_collapsed, row_flags,
 )
+from sr_search.results.figures import plot_front
 from sr_search.results.report import write_report
 from sr_search.run.plan import make_plan
 from sr_search.run.trial import run_trial
@@ -78,6 +79,9 @@ def test_report_summary_names_each_group_and_greys_the_table(tmp_path: Path) -> 
     assert page.count('<tr class="grey">') == 3  # every front row is flagged: all greyed
     assert "no counted trial beats the reference" not in page  # the text, not the figure, says HV is 0
     assert "<b>Hypervolume 0</b>" in page
+    # the collapse (12 dB) sits on the front figure's bottom edge with its value; the axis spans the rest
+    ax = plot_front(rows).axes[0]
+    assert 29.0 < ax.get_ylim()[0] < 30.5 and any(t.get_text() == "12.0 dB" for t in ax.texts)
 
 
 # --- a real training ------------------------------------------------------------------------------------------

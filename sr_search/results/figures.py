@@ -81,11 +81,11 @@ def plot_front(df: pd.DataFrame) -> Figure | None:
             ax.scatter(pruned["throughput"], pruned["rung_psnr_y"], s=28 if len(pruned) <= 300 else 10, color="0.7",
                        marker="v", alpha=0.9 if len(pruned) <= 300 else 0.35, lw=0, zorder=2,
                        rasterized=len(pruned) > 2000)
-        collapsed = data[flags(data)["collapsed"]]  # a defect: marked; below bicubic: drawn as any other trial
-        if len(collapsed):
-            ax.scatter(collapsed["throughput"], collapsed["psnr_y"], s=120, marker="x", color="#c0392b", lw=1.6,
-                       zorder=5)
+        marked = flags(data)
+        collapsed = data[marked["collapsed"]]  # a defect: marked; below bicubic: drawn as any other trial
         bicubic = _bicubic(data)
+        if len(collapsed):
+            _draw_collapsed(ax, collapsed, data[~marked["collapsed"]], pruned, bicubic)
         if bicubic is not None:
             ax.axhline(bicubic, color="0.35", ls="--", lw=1.1, zorder=1)
             ax.annotate(f"bicubic {bicubic:.3f} dB", (0.01, bicubic), xycoords=("axes fraction", "data"),
@@ -125,6 +125,29 @@ def _rungs_text(pruned: pd.DataFrame) -> str:
     where = ", ".join(f"{n} at {it:,} it" for it, n in counts.items()) if len(counts) <= 4 else \
         f"at {counts.index.min():,}-{counts.index.max():,} it"
     return f"  {_plural(len(pruned), 'trial')}" + (f": {where}" if where else "")
+
+
+def _draw_collapsed(ax: Any, collapsed: pd.DataFrame, others: pd.DataFrame, pruned: pd.DataFrame,
+                    bicubic: float | None) -> None:
+    """Collapsed trainings as red crosses. One far below the rest (a collapse to 12 dB next to a front at 31 dB)
+    would squash the front into a line: the axis then spans the other trials and bicubic, and such a cross sits on
+    the bottom edge with its PSNR-Y written next to it."""
+    values = [*others["psnr_y"], *(pruned["rung_psnr_y"] if len(pruned) else []),
+              *([bicubic] if bicubic is not None else [])]
+    values = [float(v) for v in values if np.isfinite(v)]
+    low = high = None
+    if values:
+        span = max(max(values) - min(values), 0.5)
+        low, high = min(values) - 0.15 * span, max(values) + 0.1 * span
+    y = collapsed["psnr_y"].to_numpy(dtype=float)
+    below = np.zeros(len(y), dtype=bool) if low is None else y < low
+    ax.scatter(collapsed["throughput"], np.where(below, low if low is not None else y, y), s=120, marker="x",
+               color="#c0392b", lw=1.6, zorder=5, clip_on=False)
+    if below.any():
+        ax.set_ylim(low, high)
+        for throughput, value in zip(collapsed["throughput"][below], y[below], strict=True):
+            ax.annotate(f"{value:.1f} dB", (throughput, low), xytext=(6, 4), textcoords="offset points",
+                        fontsize=8, color="#c0392b")
 
 
 def _pruned(df: pd.DataFrame) -> pd.DataFrame:
