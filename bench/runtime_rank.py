@@ -102,8 +102,9 @@ CATEGORIES = (
     ("activation", ("relu", "prelu", "gelu", "silu", "sigmoid", "swish", "elu", "leaky", "clamp", "hardtanh", "clip",
                     "tanh", "mish", "erf")),
     ("conv", ("conv",)),
-    ("pixel (un)shuffle", ("pixel_shuffle", "pixel_unshuffle", "depthtospace", "spacetodepth", "reshape",
-                           "transpose", "permute", "view", "reorder")),
+    ("pixel (un)shuffle", ("pixel_shuffle", "pixel_unshuffle", "depthtospace", "spacetodepth")),
+    # reshape/transpose: how pixel_unshuffle exports to ONNX; reorder: OpenVINO's layout conversions
+    ("layout copies", ("reshape", "transpose", "permute", "view", "reorder", "copy", "contiguous")),
     ("concat", ("cat", "concat")),
     ("pooling", ("pool",)),
     ("resize", ("interpolate", "upsample", "resize")),
@@ -182,10 +183,11 @@ def openvino_profile(deployed: torch.nn.Module, p: TimingProtocol, shape: tuple[
     return _shares(times)
 
 
-def why(spec: ArchSpec, runtime: str, ms: tuple[float, float], median_speedup: float) -> str:
+def why(spec: ArchSpec, runtime: str, ms: tuple[float, float], median_speedup: float, up: bool) -> str:
     """The op category that explains a flip: with the forward's time split by op category (per-op profiles), the
     category whose engine time deviates most from its eager time divided by the median speed-up (what the engine
-    would take if this candidate sped up like the typical one)."""
+    would take if this candidate sped up like the typical one), in the flip's direction (`up`: the candidate ranks
+    better in the engine, so the category saved more than the typical speed-up would)."""
     deployed = deploy_pair(spec)[1]
     p = PROTOCOLS[RUNTIMES[runtime]]
     shape = lr_shape(p, spec)
@@ -195,7 +197,8 @@ def why(spec: ArchSpec, runtime: str, ms: tuple[float, float], median_speedup: f
     eager_ms = {c: share * ms[0] for c, share in eager.items()}
     other_ms = {c: share * ms[1] for c, share in other.items()}
     cats = set(eager_ms) | set(other_ms)
-    top = max(cats, key=lambda c: abs(eager_ms.get(c, 0.0) / median_speedup - other_ms.get(c, 0.0)))
+    sign = 1.0 if up else -1.0
+    top = max(cats, key=lambda c: sign * (eager_ms.get(c, 0.0) / median_speedup - other_ms.get(c, 0.0)))
     a, b = eager_ms.get(top, 0.0), other_ms.get(top, 0.0)
     ratio = f"{a / b:.1f}x faster" if b and a >= b else (f"{b / a:.1f}x slower" if a else "only in the engine")
     return (f"{top}: {a:.0f} ms eager -> {b:.0f} ms {runtime} ({ratio}; the median candidate "
@@ -211,7 +214,7 @@ def short_psnr(args: tuple[str, int, int, int]) -> float:
     torch.set_num_threads(1)
     spec = ArchSpec.from_json(spec_json)
     patch = next(p for p in range(patch, patch + 128) if _patch_fits(spec, p))  # ESA, unshuffle: the smallest >=
-    data_spec = DataSpec(val_max_size=96)
+    data_spec = DataSpec(val_max_size=192)  # LR 48 px at x4: enough for ESA after a 2x unshuffle
     train_data = data_mod.load_train(data_spec, spec.scale, spec.colors)
     val_sets = data_mod.load_val(data_spec, spec.scale, spec.colors)
     torch.manual_seed(0)
@@ -219,13 +222,13 @@ def short_psnr(args: tuple[str, int, int, int]) -> float:
     budget = TrainBudget(iterations=iterations, batch_size=batch, lr_patch=patch, lr=1e-3)
     try:
         result = train.Trainer(model, train_data, budget, seed=0).run_until(iterations)
+        if result.status != "complete":
+            return math.nan
+        model.eval()
+        return metrics.evaluate(model, val_sets, spec.scale, spec.colors, "cpu")["psnr_y"]
     except Exception as exc:  # noqa: BLE001 - one candidate's failure is its NaN, not the benchmark's end
         print(f"  training {spec.block} failed: {exc}", flush=True)
         return math.nan
-    if result.status != "complete":
-        return math.nan
-    model.eval()
-    return metrics.evaluate(model, val_sets, spec.scale, spec.colors, "cpu")["psnr_y"]
 
 
 def _patch_fits(spec: ArchSpec, patch: int) -> bool:
@@ -326,7 +329,7 @@ def main() -> None:
             spec = specs[int(df.loc[idx, "candidate"])]
             speedups = df["ms@torch"] / df[f"ms@{runtime}"]
             reason = why(spec, runtime, (float(df.loc[idx, "ms@torch"]), float(df.loc[idx, f"ms@{runtime}"])),
-                         float(speedups.median()))
+                         float(speedups.median()), bool(ranks[runtime][idx] < ranks["torch"][idx]))
             flips.append({"runtime": runtime, "spec": df.loc[idx, "spec"], "rank_torch": int(ranks["torch"][idx]),
                           "rank_engine": int(ranks[runtime][idx]), "why": reason})
             print(f"  {runtime:12s} {df.loc[idx, 'spec']:42s} eager #{int(ranks['torch'][idx]):2d} -> "
@@ -335,7 +338,7 @@ def main() -> None:
     print(f"\n4. Pareto fronts (PSNR-Y after {args.iterations} iterations: max; latency: min)")
     t0 = time.perf_counter()
     jobs = [(s.to_json(), args.iterations, args.batch, args.patch) for s in specs]
-    if reused is None:
+    if "psnr_y" not in df:
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             df["psnr_y"] = list(pool.map(short_psnr, jobs))
     train_s = time.perf_counter() - t0
