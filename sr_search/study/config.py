@@ -26,10 +26,12 @@ heavy starts. Keys::
     data: sr_search.study.settings.DataSpec          relative folders resolve against this file; `builtin:` as is;
                                every image is checked before anything starts (sr_search/study/data_check.py)
     train: sr_search.study.settings.TrainBudget
-    timing: auto | repsr | ntire23-x2 | ntire23-x3 | ntire26-esr[-warm] | ntire25-esr[-warm] | cpu | NAME
-            | {inline protocol}   default auto
+    timing: auto | repsr | ntire23-x2 | ntire23-x3 | ntire26-esr[-warm] | ntire25-esr[-warm] | cpu | ort-cpu
+            | openvino-cpu | ort-cuda | trt-fp16 | NAME | {inline protocol}   default auto (runtime: torch)
     timing_on: {resources: {CUSTOM_RESOURCE: AMOUNT}}   time on the deployment node; default where trained
-    protocols: {NAME: {protocol fields}}    custom protocols, usable by name in `timing`
+    protocols: {NAME: {protocol fields}}    custom protocols, usable by name in `timing` and `also_time`
+    also_time: [PROTOCOL, ...]              also time each candidate under these (other runtimes): columns
+                                            latency_ms@<protocol>, which objectives may name; default none
     objectives: {METRIC: max|min, ...}      ordered; default {psnr_y: max, throughput: max}
     resources: {cpus_per_trial, gpus_per_trial, concurrency, max_failures, autoscaling, wait_s}
     keep_checkpoints: bool                  default false
