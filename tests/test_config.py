@@ -97,7 +97,7 @@ def test_smoke_study_is_small():
     study = load_study(ROOT / "studies" / "smoke.yaml")
     assert 2 <= study.n_trials <= 4
     specs = [study.search_space().sample(RandomTrial(s)) for s in range(10)]
-    assert all(s.channels == 16 and s.depth == 2 for s in specs)
+    assert all(s.channels <= 32 and s.depth <= 2 and s.scale == 2 for s in specs)  # fast x2 candidates
 
 
 # --- malformed study files ----------------------------------------------------------------------------------
