@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..columns import STATUSES
@@ -60,9 +60,28 @@ def _read_table(where: StudyDir, columns: Sequence[str] | None = None) -> pa.Tab
 
 
 def _scan(where: StudyDir, part_files: list[Path], loose: list[Path], columns: Sequence[str] | None) -> pa.Table | None:
-    files = [*part_files, *loose]
+    """The parts in one multi-threaded dataset scan (later parts win), the loose files each read on its own by a
+    thread pool (a dataset over thousands of one-row files is slower than that) and checked, loose over parts."""
+    tables = []
+    part_table = _scan_parts(where, part_files, columns) if part_files else None
+    loose_tables = _read_loose(where, loose, columns)
+    if part_table is not None and loose_tables:
+        ids = pa.array([t.column("trial_id")[0].as_py() for t in loose_tables], pa.large_string())
+        ids = ids.cast(part_table.schema.field("trial_id").type)
+        part_table = part_table.filter(pc.invert(pc.is_in(part_table.column("trial_id"), value_set=ids)))
+    if part_table is not None:
+        tables.append(part_table)
+    tables += loose_tables
+    if not tables:
+        return None
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+    return table.combine_chunks()
+
+
+def _scan_parts(where: StudyDir, part_files: list[Path], columns: Sequence[str] | None) -> pa.Table | None:
     schemas, readable = [], []
-    for path, found in zip(files, _schemas(files), strict=True):
+    for path in part_files:
+        found = _schema(path)
         if isinstance(found, pa.Schema) and not {"trial_id", "status"} <= set(found.names):
             found = "it has no trial_id or status column"
         if isinstance(found, pa.Schema):
@@ -72,6 +91,8 @@ def _scan(where: StudyDir, part_files: list[Path], loose: list[Path], columns: S
             _set_aside(where, path, found, _then(path, part_files))
     if not readable:
         return None
+    import pyarrow.dataset as ds  # here: it loads pandas, which a folder of loose rows (status) does without
+
     unified = pa.unify_schemas(schemas, promote_options="permissive")
     names = unified.names if columns is None else [c for c in _wanted(columns) if c in unified.names]
     options = ds.ParquetFragmentScanOptions(page_checksum_verification=True)
@@ -82,16 +103,42 @@ def _scan(where: StudyDir, part_files: list[Path], loose: list[Path], columns: S
     except (pa.ArrowException, OSError) as exc:
         if isinstance(exc, PermissionError):
             raise
-        return _scan_file_by_file(where, part_files, loose, names)
-    return _checked(where, table, readable, set(map(str, part_files)))
+        table = _parts_one_by_one(where, readable, names)
+        if table is None:
+            return None
+    return _latest_per_trial(where, table, readable)
 
 
-def _schemas(files: list[Path]) -> list[pa.Schema | str | None]:
-    """Each file's schema, read in threads (only the footer): a reason string for a damaged file, None for one gone
-    since it was listed."""
-    def one(path: Path) -> pa.Schema | str | None:
+def _schema(path: Path) -> pa.Schema | str | None:
+    """A file's schema (only its footer): a reason string for a damaged file, None for one gone since listed."""
+    try:
+        return pq.read_schema(path)
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}".strip()
+
+
+def _parts_one_by_one(where: StudyDir, part_files: list[Path], names: list[str]) -> pa.Table | None:
+    """The slow path, taken only when the scan failed (a damaged part): every part on its own, so the damaged ones
+    are named and set aside and the others load."""
+    tables = []
+    for path in part_files:
+        table = _read(where, path, "part")
+        if table is not None:
+            table = table.select([c for c in names if c in table.column_names])
+            tables.append(table.append_column("__filename", pa.array([str(path)] * table.num_rows)))
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+
+def _read_loose(where: StudyDir, loose: list[Path], columns: Sequence[str] | None) -> list[pa.Table]:
+    """Each loose file's row, read in threads and checked (one row, of its own trial, with a known status; a file
+    that is not that is set aside)."""
+    def one(path: Path) -> pa.Table | str | None:
         try:
-            return pq.read_schema(path)
+            return pq.read_table(path, page_checksum_verification=True)
         except FileNotFoundError:
             return None
         except PermissionError:
@@ -99,48 +146,33 @@ def _schemas(files: list[Path]) -> list[pa.Schema | str | None]:
         except (pa.ArrowException, OSError) as exc:
             return f"{type(exc).__name__}: {exc}".strip()
 
-    if len(files) < 64:
-        return [one(f) for f in files]
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        return list(pool.map(one, files))
-
-
-def _scan_file_by_file(where: StudyDir, part_files: list[Path], loose: list[Path], names: list[str]) -> pa.Table | None:
-    """The slow path, taken only when the scan failed (a damaged file): every file on its own, so the damaged ones
-    are named and set aside and the others load."""
+    if len(loose) < 32:
+        found = [one(f) for f in loose]
+    else:
+        with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+            found = list(pool.map(one, loose))
     tables = []
-    for path in [*part_files, *loose]:
-        table = _read(where, path, "part" if path in part_files else "row")
-        if table is not None:
-            table = table.select([c for c in names if c in table.column_names])
-            tables.append(table.append_column("__filename", pa.array([str(path)] * table.num_rows)))
-    if not tables:
-        return None
-    table = pa.concat_tables(tables, promote_options="permissive")
-    return _checked(where, table, [*part_files, *loose], set(map(str, part_files)))
-
-
-def _checked(where: StudyDir, table: pa.Table, files: list[Path], part_names: set[str]) -> pa.Table:
-    """`table` with each loose file's row checked (one row, of its own trial, with a known status; a file that is
-    not that is set aside) and one row per trial: a loose row over a part's, a later part's over an earlier one's."""
-    sources = table.column("__filename").to_pylist()
-    ids = table.column("trial_id").to_pylist()
-    statuses = table.column("status").to_pylist()
-    priority = {str(f): k for k, f in enumerate(files)}
-    counts: dict[str, int] = {}
-    for source in sources:
-        counts[source] = counts.get(source, 0) + 1
-    bad: dict[str, str] = {}
-    for source, trial_id, status in zip(sources, ids, statuses, strict=True):
-        if source in part_names or source in bad:
-            if source in part_names and status not in STATUSES:
-                bad[source] = f"it holds a row of status {status!r}, none of {', '.join(STATUSES)}"
-            continue
-        why = _not_a_row_of(counts[source], trial_id, status, Path(source).stem)
+    for path, table in zip(loose, found, strict=True):
+        why = table if isinstance(table, str) else None if table is None else _not_a_row(table, path.stem)
         if why is not None:
-            bad[source] = why
-    for source, why in bad.items():
-        _set_aside(where, Path(source), why, _then(Path(source), [Path(p) for p in part_names]))
+            _set_aside(where, path, why, _then(path, []))
+        elif table is not None:
+            tables.append(table if columns is None else
+                          table.select([c for c in _wanted(columns) if c in table.column_names]))
+    return tables
+
+
+def _latest_per_trial(where: StudyDir, table: pa.Table, files: list[Path]) -> pa.Table:
+    """One row per trial among the parts: a later part's over an earlier one's (a row of a status none of the
+    known sets its part aside)."""
+    sources = table.column("__filename").to_pylist()
+    statuses = table.column("status").to_pylist()
+    bad = {source for source, status in zip(sources, statuses, strict=True) if status not in STATUSES}
+    for source in bad:
+        _set_aside(where, Path(source), f"it holds a row whose status is none of {', '.join(STATUSES)}",
+                   _then(Path(source), [Path(source)]))
+    ids = table.column("trial_id").to_pylist()
+    priority = {str(f): k for k, f in enumerate(files)}
     best: dict[str, int] = {}
     for k, (source, trial_id) in enumerate(zip(sources, ids, strict=True)):
         if source in bad:
