@@ -321,7 +321,7 @@ def confirm(
 
     folder = run(study_dir, iterations, top=top, include_baselines="baselines" in include, seeds=seeds, out_dir=out,
                  warm=continue_, address=address, dashboard_host=dashboard_host, echo=_echo)
-    report(folder)
+    report(folder, reference=[])  # called as a function: typer's option defaults are not values
     typer.echo(_relative_text(study_fidelity(folder).text()))
 
 

@@ -32,6 +32,7 @@ from scipy import stats
 from ..columns import is_quality
 from ..errors import SrSearchError
 from ..study.yamlfile import load_bounded
+from . import parts
 from .pareto import eligible_mask, front_mask
 from .store import study_objectives, typed
 from .study_dir import StudyDir, atomic_write
@@ -270,20 +271,28 @@ def study_fidelity(confirmation_dir: str | Path | StudyDir, *, n_boot: int = N_B
 
 
 def read_rows(study_dir: str | Path | StudyDir) -> pd.DataFrame:
-    """Every row of a study folder, read without writing anything (a damaged row file is an error naming it, never
-    moved aside: this reads folders it does not own, such as a confirmation's source)."""
+    """Every row of a study folder, read without writing anything: the compacted parts its manifest names, then the
+    loose row files (a trial in both keeps the later write, as `load_results` does). A damaged file is an error
+    naming it, never moved aside: this reads folders it does not own, such as a confirmation's source."""
     where = StudyDir(study_dir).require()
-    files = sorted(where.trials.glob("*.parquet")) or ([where.results] if where.results.exists() else [])
+    manifest = parts.read_manifest(where)
+    files = [f for f in (parts.parts_dir(where) / p["file"] for p in manifest.parts) if f.exists()]
+    files += parts.loose_files(where)
+    if not files and where.results.exists():
+        files = [where.results]
     tables = []
-    for path in files:
+    for order, path in enumerate(files):
         try:
-            tables.append(pq.read_table(path, page_checksum_verification=True))
+            table = pq.read_table(path, page_checksum_verification=True)
         except (pa.ArrowException, OSError) as exc:
             raise SrSearchError(f"{path} is unreadable ({type(exc).__name__}: {exc}); `sr-search report "
                                 f"{where.root}` sets it aside, then run again") from None
+        tables.append(table.append_column("_order", pa.array([order] * table.num_rows, pa.int64())))
     if not tables:
         return pd.DataFrame({"trial_id": pd.Series(dtype=str), "status": pd.Series(dtype=str)})
-    return typed(pa.concat_tables(tables, promote_options="default").sort_by("trial_id").to_pandas())
+    df = pa.concat_tables(tables, promote_options="default").to_pandas()
+    df = df.sort_values("_order", kind="stable").drop_duplicates("trial_id", keep="last")
+    return typed(df.drop(columns="_order").sort_values("trial_id", kind="stable").reset_index(drop=True))
 
 
 def fidelity_section(study_dir: Path, out: Path) -> str:
