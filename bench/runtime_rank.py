@@ -259,6 +259,9 @@ def time_all(specs: list[ArchSpec], reps: int) -> pd.DataFrame:
             except engines.EngineError as exc:
                 row[f"ms@{runtime}"] = math.nan
                 row[f"failed@{runtime}"] = f"{exc.stage}: {exc}"
+        # eager once more, after the engines: two timings of one runtime disagree only by noise (the noise floor)
+        row["ms@torch-again"] = measure(deployed, PROTOCOLS["cpu"].model_copy(update={"reps": reps}),
+                                        spec=spec).latency_ms
         rows.append(row)
         print(f"  [{i + 1}/{len(specs)}] {row['spec']}: " + ", ".join(
             f"{r} {row[f'ms@{r}']:.1f} ms" for r in RUNTIMES), flush=True)
@@ -276,6 +279,9 @@ def main() -> None:
     parser.add_argument("--flips", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the table and results here")
+    parser.add_argument("--psnr-from", type=Path, default=None,
+                        help="a --json file of an earlier run with the same candidates: its PSNRs are reused (the "
+                             "candidates are timed again)")
     parser.add_argument("--reuse", type=Path, default=None,
                         help="a --json file of an earlier run with the same --candidates and --seed: its latencies "
                              "and PSNRs are reused (the analysis and the flips' profiles run again)")
@@ -299,6 +305,7 @@ def main() -> None:
                 orient="records"))}, indent=1))
     timed_s = time.perf_counter() - start
 
+    taus: dict[str, float] = {}
     print("\n1. Median speed-up over eager PyTorch (latency eager / latency engine; per candidate)")
     for runtime in list(RUNTIMES)[1:]:
         ratio = (df["ms@torch"] / df[f"ms@{runtime}"]).dropna()
@@ -309,8 +316,13 @@ def main() -> None:
         print("    by family: " + ", ".join(f"{b} {v:.2f}x" for b, v in by_block.items()))
 
     print("\n2. Kendall's tau between runtimes' latencies (1 = the same order)")
+    if "ms@torch-again" in df:
+        again = df[["ms@torch", "ms@torch-again"]].dropna()
+        floor = kendalltau(again["ms@torch"], again["ms@torch-again"]).statistic
+        taus["torch~torch-again"] = floor
+        print(f"  noise floor: eager timed twice in this run, tau {floor:.3f} (a pair of runtimes below it differs "
+              f"by no more than noise)")
     names = list(RUNTIMES)
-    taus = {}
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             ok = df[[f"ms@{a}", f"ms@{b}"]].dropna()
@@ -338,32 +350,40 @@ def main() -> None:
     print(f"\n4. Pareto fronts (PSNR-Y after {args.iterations} iterations: max; latency: min)")
     t0 = time.perf_counter()
     jobs = [(s.to_json(), args.iterations, args.batch, args.patch) for s in specs]
+    if args.psnr_from is not None and "psnr_y" not in df:
+        earlier = pd.DataFrame(json.loads(args.psnr_from.read_text())["table"])
+        if list(earlier["spec"]) != list(df["spec"]):
+            raise SystemExit(f"{args.psnr_from} holds other candidates (another --candidates or --seed)")
+        df["psnr_y"] = earlier["psnr_y"].to_numpy()
     if "psnr_y" not in df:
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             df["psnr_y"] = list(pool.map(short_psnr, jobs))
     train_s = time.perf_counter() - t0
-    fronts = {}
-    for runtime in names:
-        front = pareto_front(df.rename(columns={f"ms@{runtime}": "latency_ms"}).dropna(subset=["latency_ms",
-                                                                                                "psnr_y"]),
-                             {"psnr_y": "max", "latency_ms": "min"})
-        fronts[runtime] = set(front["candidate"])
-    for runtime in names:
-        members = sorted(fronts[runtime], key=lambda c: df.loc[c, f"ms@{runtime}"])
-        change = "" if runtime == "torch" else (
-            f"; vs eager: {len(fronts[runtime] - fronts['torch'])} joined, {len(fronts['torch'] - fronts[runtime])} "
-            f"left")
-        print(f"  {runtime:12s} {len(members)} on the front{change}")
-        for c in members:
-            print(f"      #{c:2d} {df.loc[c, 'spec']:42s} PSNR-Y {df.loc[c, 'psnr_y']:.2f} dB, "
-                  f"{df.loc[c, f'ms@{runtime}']:.1f} ms")
+    fronts: dict[str, list[int]] = {}
+    for scale in sorted(df["scale"].unique()):  # PSNR at x2 and at x4 are not comparable: one front per scale
+        part = df[df["scale"] == scale].dropna(subset=["psnr_y"])
+        front = {}
+        for runtime in names:
+            ranked = part.rename(columns={f"ms@{runtime}": "latency_ms"}).dropna(subset=["latency_ms"])
+            front[runtime] = set(pareto_front(ranked, {"psnr_y": "max", "latency_ms": "min"})["candidate"])
+            fronts[f"x{scale}@{runtime}"] = sorted(int(c) for c in front[runtime])
+        print(f"  x{scale} ({len(part)} candidates)")
+        for runtime in names:
+            members = sorted(front[runtime], key=lambda c: df.loc[c, f"ms@{runtime}"])
+            change = "" if runtime == "torch" else (
+                f"; vs eager: {len(front[runtime] - front['torch'])} joined, "
+                f"{len(front['torch'] - front[runtime])} left")
+            print(f"    {runtime:12s} {len(members)} on the front{change}")
+            for c in members:
+                print(f"        #{c:2d} {df.loc[c, 'spec']:42s} PSNR-Y {df.loc[c, 'psnr_y']:.2f} dB, "
+                      f"{df.loc[c, f'ms@{runtime}']:.1f} ms")
     print(f"\ntiming {timed_s:.0f} s, short trainings {train_s:.0f} s ({args.workers} processes), total "
           f"{time.perf_counter() - start:.0f} s; latencies measured side by side on a shared machine: compare "
           f"ratios and ranks, not absolute figures")
     if args.json is not None:
         args.json.write_text(json.dumps({
             "table": json.loads(df.drop(columns=["arch_json"]).to_json(orient="records")), "kendall_tau": taus,
-            "flips": flips, "fronts": {k: sorted(int(c) for c in v) for k, v in fronts.items()},
+            "flips": flips, "fronts": fronts,
             "args": {k: str(v) for k, v in vars(args).items()}}, indent=1))
 
 
