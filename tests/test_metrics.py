@@ -142,8 +142,9 @@ def val_y():
 def test_evaluate_of_bicubic_model_equals_the_baseline(val_y):
     base = bicubic_baseline(val_y, 4, 1)
     got = evaluate(Bicubic(4), val_y, 4, 1)
-    assert got["psnr_y"] == pytest.approx(base["bicubic_psnr_y"], abs=1e-9)
-    assert got["ssim_y_builtin"] == pytest.approx(base["bicubic_ssim_y_builtin"], abs=1e-9)
+    # the model resizes in float32, the baseline in float64 (both banded): equal to float noise (3e-7 dB measured)
+    assert got["psnr_y"] == pytest.approx(base["bicubic_psnr_y"], abs=1e-5)
+    assert got["ssim_y_builtin"] == pytest.approx(base["bicubic_ssim_y_builtin"], abs=1e-7)
     # sanity: bicubic is a real baseline, better than nearest neighbour
     near = nn.Sequential(nn.Upsample(scale_factor=4, mode="nearest"))
     assert evaluate(near, val_y, 4, 1, device="cpu")["psnr_y"] < base["bicubic_psnr_y"] - 0.5
