@@ -305,15 +305,6 @@ def test_cache_clear_and_info(tmp_path):
 # --- a pruned study on a generated dataset -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def test_a_pruned_study_decodes_each_image_once_per_node_and_rows_say_where_time_went(tmp_path, ray_cluster):
     from sr_search import load_results, load_study
     from sr_search.run.tune.launch import launch
