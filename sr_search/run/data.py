@@ -134,14 +134,24 @@ def _resize_dim(x: torch.Tensor, dim: int, scale: float, antialias: bool) -> tor
         first = int(idx[0, 0])
         span = torch.arange(first, int(idx[-1, -1]) + 1)
         padded = x.index_select(dim, _mirror(span, in_len).to(x.device))
-        out = None
+        taps = [(t, w) for t, w in enumerate(weights[0].tolist()) if w != 0.0]
+        shape = list(x.shape)
+        shape[dim] = out_len
+        out = torch.empty(shape, dtype=x.dtype, device=x.device)
         lead = (slice(None),) * dim
-        for t, w in enumerate(weights[0].tolist()):
-            if w == 0.0:
-                continue
-            view = padded[(*lead, slice(t, t + int(step) * (out_len - 1) + 1, int(step)))]
-            out = view * w if out is None else out.add_(view, alpha=w)
-        assert out is not None
+        # in blocks of output rows whose inputs stay in cache while every tap adds into them (memory-bound otherwise)
+        per_row = max(1, math.prod(shape) // out_len)
+        block = max(1, (256 * 1024) // (per_row * x.element_size()))
+        s = int(step)
+        for j0 in range(0, out_len, block):
+            j1 = min(out_len, j0 + block)
+            acc = out[(*lead, slice(j0, j1))]
+            for k, (t, w) in enumerate(taps):
+                view = padded[(*lead, slice(s * j0 + t, s * (j1 - 1) + t + 1, s))]
+                if k == 0:
+                    torch.mul(view, w, out=acc)
+                else:
+                    acc.add_(view, alpha=w)
         return out
     mirrored = _mirror(idx, in_len).to(x.device)
     w = weights.to(device=x.device, dtype=x.dtype)
