@@ -51,6 +51,8 @@ DEGRADE = "matlab-bicubic-aa/round-u8/1"
 ENV = "SR_SEARCH_DATA_CACHE"
 #: the default size bound (the least recently used entries go first beyond it)
 DEFAULT_MAX_GB = 200.0
+#: an entry's last use is recorded (its mtime) at most this often, so a trial mapping 800 images writes no metadata
+TOUCH_EVERY = 600.0
 _SUFFIX = ".u8"
 
 
@@ -148,11 +150,11 @@ class DataCache:
         try:
             with open(path, "rb") as f:
                 head = f.read(HEADER)
-                size = os.fstat(f.fileno()).st_size
+                st = os.fstat(f.fileno())
         except OSError:
             return None
-        entry = _parse(path, head, size)
-        if entry is not None and touch and self.max_bytes is not None:
+        entry = _parse(path, head, st.st_size)
+        if entry is not None and touch and self.max_bytes is not None and time.time() - st.st_mtime > TOUCH_EVERY:
             with contextlib.suppress(OSError):  # last use, for eviction (a read-only cache just keeps its order)
                 os.utime(path)
         return entry
