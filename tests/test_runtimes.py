@@ -303,13 +303,16 @@ def test_tensorrt_protocol_refuses_a_wrong_export():
 
 
 @pytest.mark.cuda
-def test_ort_cuda_protocol_times_on_the_gpu():
-    ort = pytest.importorskip("onnxruntime")
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        pytest.skip("onnxruntime here has no CUDA provider (pip install onnxruntime-gpu)")
+def test_ort_cuda_protocol_times_on_the_gpu_or_says_what_to_install():
+    import onnxruntime as ort
+
     spec = preset("ecbsr-m4c8-x4")
     p = TimingProtocol(name="ortc", device="cuda", precision="fp32", batch=1, lr_size=(16, 24), warmup=2, reps=5,
                        runtime="onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():  # the CPU wheel ([test]): a clear refusal
+        with pytest.raises(EngineError, match="install onnxruntime-gpu"):
+            measure(deploy_pair(spec)[1], p, spec=spec)
+        return
     timing = measure(deploy_pair(spec)[1], p, spec=spec)
     assert timing.runtime == "onnxruntime" and timing.engine_max_abs_err <= 1e-4
 
