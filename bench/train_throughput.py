@@ -24,7 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sr_search import PRESETS, ArchSpec, build  # noqa: E402
-from sr_search.run.data import DataSpec, TrainData, load_train  # noqa: E402
+from sr_search.run.data import DataSpec, TrainData, load_train, to_colors  # noqa: E402
 from sr_search.run.train import TrainBudget, run  # noqa: E402
 
 CASES = [
@@ -39,8 +39,9 @@ CASES = [
 def bare_loop(spec: ArchSpec, data: TrainData, iterations: int, batch: int, patch: int, seed: int) -> float:
     torch.manual_seed(seed)
     model = build(spec).train()
-    lrs = [t.float() / 255 if t.dtype == torch.uint8 else t for t in data.lr]  # whole images, float, once
-    hrs = [t.float() / 255 if t.dtype == torch.uint8 else t for t in data.hr]
+    # whole images in the model's colour space (RGB or Y), float, once (the data holds uint8 RGB)
+    lrs = [to_colors(t, data.colors, 255.0) for t in data.lr]
+    hrs = [to_colors(t, data.colors, 255.0) for t in data.hr]
     rng = random.Random(seed)
     s = data.scale
     opt = torch.optim.Adam(model.parameters(), lr=5e-4, foreach=True)  # same update kernel as train.run
