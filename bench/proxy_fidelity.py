@@ -101,6 +101,9 @@ def main() -> None:
                            seeds=args.seeds, out_dir=folder / f"confirm-{args.confirm_iterations}",
                            echo=lambda _: None)
         confirm_s = time.perf_counter() - start
+        spent = folder / f"confirm-{args.confirm_iterations}.seconds"  # a grown confirmation: every session's time
+        confirm_s += float(spent.read_text()) if spent.exists() else 0.0
+        spent.write_text(str(confirm_s))
         fid = study_fidelity(conf_dir)
         search, confirmed = load_results(search_dir), load_results(conf_dir)
         families = sorted(search.loc[search["baseline"].isna(), "block"].astype(str).unique())
