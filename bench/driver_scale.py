@@ -3,8 +3,8 @@ with 0.2's code paths (kept in this file: the n x n matrix kernel, the per-file 
 the per-paused-trial halving rule, the rewriting timing cache, plain TPE) measured side by side with the current ones
 in the same run, so the ratios hold on a loaded machine (absolute seconds do not).
 
-    python bench/driver_scale.py                       # n = 1,000 and 10,000 (a few minutes on 2 loaded cores)
-    python bench/driver_scale.py --sizes 1000 10000 50000 --old-max 10000
+    python bench/driver_scale.py                       # n = 1,000 and 10,000; 0.2's paths at 1,000 (~5-10 min)
+    python bench/driver_scale.py --sizes 1000 10000 50000 --old-max 10000   # the whole table (~45 min loaded)
 
 Study folders hold the real row format: the rows of a 0.2 study (tests/data/study_0.2) repeated with new ids and
 values, 88% complete and the rest infeasible, pruned and failed. Each reader runs in its own process (time and peak
@@ -401,7 +401,7 @@ def fmt(value: float, unit: str = "s") -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--old-max", type=int, default=10000, help="run 0.2's paths only up to this many rows")
+    parser.add_argument("--old-max", type=int, default=1000, help="run 0.2's paths only up to this many rows")
     parser.add_argument("--new-trials", type=int, default=300, help="simulated trials fed to the driver per size")
     parser.add_argument("--timeout", type=float, default=900.0, help="per reader process")
     parser.add_argument("--keep", type=Path, default=None, help="build study folders here and keep them")
