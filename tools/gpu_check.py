@@ -10,7 +10,8 @@ Without a GPU it prints "no GPU" and exits 0. `--device cpu` runs the same check
 script where no GPU is at hand, and part of CI (`.ci/run`), so the tool cannot rot unseen between GPU sessions. In the
 rehearsal the CUDA tests skip (reported "skip", as expected without a GPU), the timing reference is a perf_counter
 loop whose ratio is reported but not judged (a shared CPU varies by more than 5%), and the study trains fewer
-iterations. On a GPU a skipped CUDA test is a FAIL and the timing ratio must lie within 5%.
+iterations. On a GPU a skipped CUDA test is a FAIL (except a timing engine that is not installed, e.g. TensorRT:
+named in the detail) and the timing ratio must lie within 5%.
 Exit code 1 when a check fails; `--table FILE` also writes the table to FILE.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -31,22 +33,31 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 Row = tuple[str, str, str]  # check, result, detail
+_OPTIONAL_ENGINE = re.compile(r"could not import '(tensorrt|onnxruntime|openvino)'")
 
 
 def run_cuda_tests(device: str) -> Row:
     """`pytest -m cuda`. On a GPU every CUDA-marked test must run and pass (a skip is a FAIL); on the CPU rehearsal
     they skip (no GPU), which is what is expected there."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider"],
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-m", "cuda", "-p", "no:cacheprovider"],
                           cwd=ROOT, capture_output=True, text=True)
     last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+    skips = re.findall(r"^SKIPPED \[(\d+)\] [^:]+:\d+: (.*)$", proc.stdout, flags=re.MULTILINE)
     counts = last.split(" in ")[0]
     detail = f"{last} ({time.perf_counter() - start:.0f} s)"
     cuda = device.startswith("cuda")
     if not cuda and proc.returncode == 0 and "skipped" in counts and not any(
             word in counts for word in ("passed", "failed", "error")):
         return "pytest -m cuda", "skip", f"skipped: no GPU ({detail})"
-    ok = proc.returncode == 0 and "passed" in counts and "skipped" not in counts
+    # on a GPU the only skip allowed is an optional engine that is not installed (TensorRT's wheels are CUDA-sized
+    # and not in the test extra): named in the detail, so the session says what it did not cover
+    optional = [(int(n), why) for n, why in skips if _OPTIONAL_ENGINE.search(why)]
+    if optional:
+        detail += "; not installed: " + ", ".join(sorted({m.group(1) for _, why in optional
+                                                           for m in [_OPTIONAL_ENGINE.search(why)]}))
+    required_skips = sum(int(n) for n, _ in skips) - sum(n for n, _ in optional)
+    ok = proc.returncode == 0 and "passed" in counts and required_skips == 0
     if not ok:
         print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n")
     return "pytest -m cuda", "pass" if ok else "FAIL", detail
