@@ -36,6 +36,12 @@ ALLOWED = {
                                    "to the image's device and dtype where they are applied (`_resize_dim`)",
     ("run/data.py", "batch"): "patch positions are drawn from a CPU generator so a seed gives the same patches on "
                           "every device; only Python floats leave it",
+    ("run/data.py", "_taps"): "the taps of a 1-D resize are built once in float64 on the CPU and cached, like "
+                          "`_resize_matrix`; `_resize_dim` moves what it applies to the image's device and dtype",
+    ("run/data.py", "_resize_dim"): "index arithmetic over the CPU tap table; the gathered indices move to the "
+                                "image's device (`.to(x.device)`) before they touch it",
+    ("run/data.py", "cut"): "the host half of the batch feed: uint8 buffers (pinned for a non-blocking copy) and "
+                        "draws from a CPU generator; `finish` copies the batch to the model's device and dtype",
     ("model/cost.py", "count_macs"): "thop counts on the meta device, or on a CPU float32 copy when an op has no meta "
                                "kernel; counting never touches the model being trained",
 }

@@ -142,8 +142,8 @@ def check_untrained(model: nn.Module, *, tolerance: float, seed: int = 0) -> tup
     spec = getattr(model, "spec", None)
     h, w = default_check_size(model)
     param = next(model.parameters())
-    x = torch.rand(2, spec.colors if spec is not None else 3, h, w, generator=torch.Generator().manual_seed(seed))
-    x = x.to(param.device, param.dtype)
+    x = torch.rand(2, spec.colors if spec is not None else 3, h, w,  # drawn on the CPU: one input on every device
+                   generator=torch.Generator().manual_seed(seed)).to(param.device, param.dtype)
     was_training = model.training
     model.eval()
     try:

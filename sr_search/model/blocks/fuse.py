@@ -62,7 +62,7 @@ def pad_with(x: torch.Tensor, values: torch.Tensor, pad: int = 1) -> torch.Tenso
 def avg_pool_kernel(k: int, channels: int, *, like: torch.Tensor | None = None) -> Kernel:
     """k x k average pooling (stride 1, padding k // 2, zero padding counted: `nn.AvgPool2d(k, 1, k // 2)`) as a
     k x k conv (1/k^2 on the diagonal), on `like`'s device and in its dtype (default: CPU float32)."""
-    like = like if like is not None else torch.zeros(())
+    like = like if like is not None else torch.zeros((), device="cpu", dtype=torch.float32)
     w = like.new_zeros(channels, channels, k, k)
     idx = torch.arange(channels, device=like.device)
     w[idx, idx] = 1.0 / (k * k)
