@@ -191,7 +191,7 @@ def _run_session(study: Study, session: Session, folder: StudyDir, dashboard: st
         ),
         tune_config=tune.TuneConfig(
             search_alg=searcher, num_samples=session.to_run, trial_name_creator=trial_name,
-            trial_dirname_creator=trial_name, reuse_actors=study.pruning is None, **concurrency,
+            trial_dirname_creator=trial_name, reuse_actors=True, **concurrency,
         ),
     )
     tuner.fit()
