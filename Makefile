@@ -10,7 +10,7 @@ STUDY ?= studies/repsr_ablation.yaml
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sr-search-installed
 
-.PHONY: install run test test-fast lint bench gpu-check gpu-rehearsal gpu-session clean
+.PHONY: install run test test-slurm test-fast lint bench gpu-check gpu-rehearsal gpu-session clean
 
 install: $(STAMP)
 
@@ -24,8 +24,14 @@ $(STAMP): pyproject.toml
 run: install
 	$(VENV)/bin/sr-search launch $(STUDY)
 
+# everything but the real-Slurm tests (a few minutes of sbatch jobs: `make test-slurm`, which CI runs too)
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slurm"
+
+# the smoke study and a requeued study through a real Slurm (tools/slurm_local.sh start sets up a one-node one);
+# they skip, saying why, where no Slurm answers
+test-slurm: install
+	$(PY) -m pytest -q -m slurm
 
 # the tests that need no Ray instance (about a minute on 2 cores), for the edit-test loop
 test-fast: install
