@@ -33,7 +33,7 @@ test: install
 test-slurm: install
 	$(PY) -m pytest -q -m slurm
 
-# the tests that need no Ray instance (about a minute on 2 cores), for the edit-test loop
+# the tests that need no Ray instance (about 4 minutes on 2 cores), for the edit-test loop
 test-fast: install
 	$(PY) -m pytest -q -m "not ray and not multinode"
 
