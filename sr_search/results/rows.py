@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -109,16 +109,22 @@ def _scan_parts(where: StudyDir, part_files: list[Path], columns: Sequence[str] 
     return _latest_per_trial(where, table, readable)
 
 
-def _schema(path: Path) -> pa.Schema | str | None:
-    """A file's schema (only its footer): a reason string for a damaged file, None for one gone since listed."""
+def _guarded_read(read: Callable[[Path], Any], path: Path) -> Any:
+    """`read(path)`, or a reason string for a damaged file, or None for one gone since it was listed (a permission
+    problem is the user's to fix, so it is raised)."""
     try:
-        return pq.read_schema(path)
+        return read(path)
     except FileNotFoundError:
         return None
     except PermissionError:
         raise
     except (pa.ArrowException, OSError) as exc:
         return f"{type(exc).__name__}: {exc}".strip()
+
+
+def _schema(path: Path) -> pa.Schema | str | None:
+    """A file's schema (only its footer): a reason string for a damaged file, None for one gone since listed."""
+    return _guarded_read(pq.read_schema, path)
 
 
 def _parts_one_by_one(where: StudyDir, part_files: list[Path], names: list[str]) -> pa.Table | None:
@@ -137,14 +143,7 @@ def _read_loose(where: StudyDir, loose: list[Path], columns: Sequence[str] | Non
     """Each loose file's row, read in threads and checked (one row, of its own trial, with a known status; a file
     that is not that is set aside)."""
     def one(path: Path) -> pa.Table | str | None:
-        try:
-            return pq.read_table(path, page_checksum_verification=True)
-        except FileNotFoundError:
-            return None
-        except PermissionError:
-            raise
-        except (pa.ArrowException, OSError) as exc:
-            return f"{type(exc).__name__}: {exc}".strip()
+        return _guarded_read(lambda p: pq.read_table(p, page_checksum_verification=True), path)
 
     if len(loose) < 32:
         found = [one(f) for f in loose]
